@@ -1,0 +1,53 @@
+"""The ``geminifusion`` command line.
+
+Each sub-command lives in the module that owns its concept; this file only gathers them.
+A command module exposes ``add_commands(subparsers)`` and sets ``func`` on its parsers.
+Heavy imports happen inside the command functions, so ``geminifusion --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that contribute sub-commands, in the order they appear in ``--help``.
+COMMAND_MODULES: tuple[str, ...] = ("geminifusion.commands.model",)
+
+
+class CLIError(Exception):
+    """An error whose message is meant for the user: printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from geminifusion import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="geminifusion",
+        description="Multimodal semantic segmentation with GeminiFusion.",
+    )
+    parser.add_argument("--version", action="version", version=f"geminifusion {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError) as err:
+        print(f"geminifusion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
