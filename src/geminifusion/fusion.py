@@ -91,7 +91,7 @@ class GeminiFusion(nn.Module):
             nn.init.zeros_(fc.bias)
 
     def relation(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel weights ``r`` of both directions: ``(2, ..., C)`` from streams ``(2, ..., C)``."""
+        """Channel weights ``r`` of both directions, ``(2, ..., C)``, from the two streams."""
         # fc1([a_m; a_o]) = W_own a_m + W_other a_o: one product over both streams serves both
         # directions, then each direction adds its partner's half.
         stacked = torch.cat(self.judger_fc1.weight.chunk(2, dim=1), dim=0)  # (2C, C)
