@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from geminifusion.fusion import GeminiFusion, ModalityLayerNorm
+from geminifusion.fusion import GeminiFusion
+from geminifusion.layers import ModalityLayerNorm
 from plain_fusion import plain_fusion
 
 

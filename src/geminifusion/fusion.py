@@ -1,4 +1,4 @@
-"""The GeminiFusion layer and the per-modality LayerNorm, shared by every backbone.
+"""The GeminiFusion layer, shared by every backbone (2D and the LiDAR-camera fusion).
 
 GeminiFusion (Jia et al., ICML 2024) lets each token of one stream attend to two keys at the same
 position: a "noise" key built from itself and a relation-weighted copy of itself, with values taken
@@ -15,32 +15,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-class ModalityLayerNorm(nn.Module):
-    """LayerNorm with one affine transform per modality, applied to modality-stacked tokens.
-
-    The input has the modalities along its first axis (``M x ... x C``); all modalities share one
-    normalisation pass and differ only in their ``(M, C)`` scale and shift.
-    """
-
-    def __init__(self, num_modalities: int, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.dim = dim
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_modalities, dim))
-        self.bias = nn.Parameter(torch.zeros(num_modalities, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.weight.shape[0]
-        if x.shape[0] != m:
-            raise ValueError(f"expected {m} modalities on axis 0, got shape {tuple(x.shape)}")
-        shape = (m,) + (1,) * (x.dim() - 2) + (self.dim,)
-        y = F.layer_norm(x, (self.dim,), eps=self.eps)
-        return torch.addcmul(self.bias.view(shape), y, self.weight.view(shape))
-
-    def extra_repr(self) -> str:
-        return f"modalities={self.weight.shape[0]}, dim={self.dim}, eps={self.eps}"
 
 
 class GeminiFusion(nn.Module):

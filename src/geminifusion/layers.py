@@ -1,0 +1,58 @@
+"""Small layers that work on modality-stacked tensors (modalities on axis 0)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ModalityLayerNorm(nn.Module):
+    """LayerNorm with one affine transform per modality, applied to modality-stacked tokens.
+
+    The input has the modalities along its first axis (``M x ... x C``); all modalities share one
+    normalisation pass and differ only in their ``(M, C)`` scale and shift.
+    """
+
+    def __init__(self, num_modalities: int, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_modalities, dim))
+        self.bias = nn.Parameter(torch.zeros(num_modalities, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.weight.shape[0]
+        if x.shape[0] != m:
+            raise ValueError(f"expected {m} modalities on axis 0, got shape {tuple(x.shape)}")
+        shape = (m,) + (1,) * (x.dim() - 2) + (self.dim,)
+        y = F.layer_norm(x, (self.dim,), eps=self.eps)
+        return torch.addcmul(self.bias.view(shape), y, self.weight.view(shape))
+
+    def extra_repr(self) -> str:
+        return f"modalities={self.weight.shape[0]}, dim={self.dim}, eps={self.eps}"
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a residual branch per sample (and per modality) while training.
+
+    The mask has one entry per leading index of ``x`` up to ``sample_dims`` (``(M, B)`` for
+    modality-stacked tokens), so each modality of each sample is dropped independently, as in the
+    reference, which applies the layer to each modality separately.
+    """
+
+    def __init__(self, p: float = 0.0, sample_dims: int = 2) -> None:
+        super().__init__()
+        self.p = p
+        self.sample_dims = sample_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = x.shape[: self.sample_dims] + (1,) * (x.dim() - self.sample_dims)
+        mask = x.new_empty(shape).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

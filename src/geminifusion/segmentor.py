@@ -1,0 +1,147 @@
+"""Backbone + shared head + learned ensemble: the GeminiFusion segmentor."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geminifusion.backbones import build_backbone, resolve_config
+from geminifusion.head import SegFormerHead
+
+Inputs = Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | torch.Tensor
+
+# Smallest side that every stage's strided convolution and spatial reduction can take.
+MIN_SIDE = 32
+
+
+class Segmentor(nn.Module):
+    """Runs all modalities through one backbone and one head, then ensembles the logits.
+
+    ``forward`` returns one logit map per stream (``B x K x ceil(H/4) x ceil(W/4)``), followed by
+    the ensemble ``sum_m softmax(alpha)_m * logits_m.detach()`` when there are several streams.
+    As in the reference, ``alpha`` is a parameter that the training recipe leaves out of the
+    optimiser unless asked; only checkpoints change it.
+
+    Args:
+        backbone: maps ``(M, B, 3, H, W)`` to four ``(S, B, C, h, w)`` feature maps (``S``
+            streams) and exposes ``out_channels``.
+        head: decode head applied to every stream as one batch.
+        modalities: names of the inputs, in the order ``forward`` takes them.
+        spec: the arguments that rebuild this model (kept for saving).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: SegFormerHead,
+        modalities: Sequence[str],
+        spec: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.modalities = tuple(modalities)
+        self.num_streams = getattr(backbone, "num_streams", len(self.modalities))
+        self.spec = spec or {}
+        if self.num_streams > 1:
+            self.alpha = nn.Parameter(torch.ones(self.num_streams))
+        self.backbone = backbone
+        self.head = head
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @property
+    def output_names(self) -> list[str]:
+        names = list(getattr(self.backbone, "stream_names", self.modalities))
+        return names + ["ensemble"] if self.num_streams > 1 else names
+
+    def stack_inputs(self, inputs: Inputs) -> torch.Tensor:
+        """Check the inputs and stack them to ``(M, B, 3, H, W)``; errors name the modality."""
+        names = self.modalities
+        if isinstance(inputs, Mapping):
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise ValueError(f"missing modalities {missing}; the model takes {list(names)}")
+            inputs = [inputs[n] for n in names]
+        elif isinstance(inputs, torch.Tensor):
+            if inputs.dim() != 5:
+                raise ValueError(
+                    f"a stacked input must be (M, B, 3, H, W), got {tuple(inputs.shape)}"
+                )
+            inputs = list(inputs.unbind(0))
+        if len(inputs) != len(names):
+            raise ValueError(
+                f"the model takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}"
+            )
+        first = inputs[0]
+        for name, x in zip(names, inputs, strict=True):
+            if not isinstance(x, torch.Tensor) or x.dim() != 4:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(f"input {name!r} must be a B x 3 x H x W tensor, got {shape}")
+            if x.shape[1] != 3:
+                raise ValueError(f"input {name!r} must have 3 channels, got {x.shape[1]}")
+            if x.shape != first.shape:
+                raise ValueError(
+                    f"input {name!r} has shape {tuple(x.shape)} but {names[0]!r} has "
+                    f"{tuple(first.shape)}: modalities must be aligned and the same size"
+                )
+            if x.dtype != first.dtype or x.device != first.device:
+                raise ValueError(f"input {name!r} is {x.dtype} on {x.device}, unlike {names[0]!r}")
+        if min(first.shape[-2:]) < MIN_SIDE:
+            raise ValueError(f"inputs must be at least {MIN_SIDE} x {MIN_SIDE}, got {first.shape}")
+        return torch.stack(list(inputs))
+
+    def forward_features(self, inputs: Inputs) -> list[torch.Tensor]:
+        """The four backbone feature maps, each ``(S, B, C, h, w)``."""
+        return self.backbone(self.stack_inputs(inputs))
+
+    def forward(self, inputs: Inputs) -> list[torch.Tensor]:
+        features = self.forward_features(inputs)
+        s, b = features[0].shape[:2]
+        logits = self.head([f.flatten(0, 1) for f in features])
+        logits = logits.view(s, b, *logits.shape[1:])
+        outputs = list(logits.unbind(0))
+        if s > 1:
+            weights = F.softmax(self.alpha, dim=0).to(logits.dtype).view(s, 1, 1, 1, 1)
+            outputs.append((weights * logits.detach()).sum(0))
+        return outputs
+
+
+def build_segmentor(
+    arch: str | object,
+    num_classes: int,
+    modalities: Sequence[str] = ("rgb", "depth"),
+    head_embed_dim: int = 256,
+    drop_path_rate: float | None = None,
+) -> Segmentor:
+    """Build a segmentor from a variant name (``"mit_b3"``) or a config (``MiTConfig(...)``).
+
+    Args:
+        arch: variant name or backbone config.
+        num_classes: output classes.
+        modalities: input names in call order; one name gives a plain single-modality SegFormer.
+        head_embed_dim: width of the SegFormer head.
+        drop_path_rate: overrides the config's stochastic-depth rate.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    modalities = tuple(modalities)
+    if len(set(modalities)) != len(modalities) or not modalities:
+        raise ValueError(f"modalities must be distinct names, got {modalities}")
+    name, config = resolve_config(arch)
+    if drop_path_rate is not None:
+        config = dataclasses.replace(config, drop_path_rate=drop_path_rate)
+    backbone = build_backbone(config, len(modalities))
+    head = SegFormerHead(backbone.out_channels, num_classes, head_embed_dim)
+    spec = {
+        "arch": name or {"type": type(config).__name__, **dataclasses.asdict(config)},
+        "drop_path_rate": config.drop_path_rate,
+        "num_classes": num_classes,
+        "modalities": list(modalities),
+        "head_embed_dim": head_embed_dim,
+    }
+    return Segmentor(backbone, head, modalities, spec)

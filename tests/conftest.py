@@ -1,0 +1,35 @@
+"""Shared fixtures: where the reference files are, and a skip when they are absent."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (plain_fusion) import by name
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("GEMINIFUSION_REFERENCE", REPO.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """``../shared/reference`` (or ``$GEMINIFUSION_REFERENCE``); skips the test when absent."""
+    if not (REFERENCE / "README.md").is_file():
+        pytest.skip(
+            f"reference fixtures not found at {REFERENCE}: parity not checked "
+            "(set GEMINIFUSION_REFERENCE to the folder that holds the paper's reference files)"
+        )
+    return REFERENCE
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    """The reference outputs were made with 2 threads; keep runs comparable and repeatable."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
