@@ -102,7 +102,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     # The reference pickles ``best_val`` as a NumPy 1.x float64 scalar.
     allowed = [np.dtype, np.dtypes.Float64DType]
-    scalar = getattr(getattr(np, "_core", np.core), "multiarray").scalar
+    scalar = getattr(np, "_core", np.core).multiarray.scalar
     allowed.append((scalar, "numpy.core.multiarray.scalar"))
     try:
         with torch.serialization.safe_globals(allowed):
