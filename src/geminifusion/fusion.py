@@ -64,13 +64,14 @@ class GeminiFusion(nn.Module):
             nn.init.trunc_normal_(fc.weight, std=0.02)
             nn.init.zeros_(fc.bias)
 
-    def relation(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel weights ``r`` of both directions, ``(2, ..., C)``, from the two streams."""
-        # fc1([a_m; a_o]) = W_own a_m + W_other a_o: one product over both streams serves both
-        # directions, then each direction adds its partner's half.
-        stacked = torch.cat(self.judger_fc1.weight.chunk(2, dim=1), dim=0)  # (2C, C)
-        own, other = F.linear(x, stacked).chunk(2, dim=-1)
-        hidden = own + other.flip(0) + self.judger_fc1.bias
+    def relation(self, x: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+        """Channel weights ``r`` of both directions, ``(2, T, C)``, from the two streams."""
+        # fc1([a_m; a_o]) = W_own a_m + W_other a_o + b: both halves are shared by the two
+        # directions, so two plain products over all tokens serve both.
+        c = self.dim
+        weight = self.judger_fc1.weight
+        hidden = F.linear(x, weight[:, :c], self.judger_fc1.bias)
+        hidden.view(-1, c).addmm_(partner.view(-1, c), weight[:, c:].t())
         return torch.softmax(self.judger_fc2(F.gelu(hidden)), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,27 +87,31 @@ class GeminiFusion(nn.Module):
             raise ValueError(f"GeminiFusion expects (2, ..., {self.dim}), got {tuple(x.shape)}")
         shape = x.shape
         c, h = self.dim, self.num_heads
-        tokens = x.reshape(2, -1, c)
-        partner = tokens.flip(0)
-        r = self.relation(tokens)
-        w_q, w_k, w_v = self.in_proj_weight.split(c, dim=1)
+        own = x.reshape(2, -1, c)
+        partner = own.flip(0)
+        r = self.relation(own, partner)
+        w_q, w_k, w_v = (w.mT for w in self.in_proj_weight.split(c, dim=1))
         b_q, _, b_v = self.in_proj_bias.split(c, dim=1)
 
-        q = torch.baddbmm(b_q.unsqueeze(1), tokens, w_q.transpose(1, 2))
-        # Score(noise key) - score(relation key): the key bias cancels, one projection suffices.
-        key_diff = torch.addcmul(self.k_noise.unsqueeze(1), tokens, 1 - r)
-        key_diff = torch.bmm(key_diff, w_k.transpose(1, 2))
-        score = (q * key_diff).view(2, -1, h, c // h).sum(-1) * (c // h) ** -0.5
-        weight_noise = torch.sigmoid(score).repeat_interleave(c // h, dim=-1)
+        # Head score of the noise key minus that of the relation key. The key bias cancels, so
+        # one projection of the key difference (a + n_k) - a * r suffices.
+        q = torch.baddbmm(b_q.unsqueeze(1), own, w_q)
+        k_noise = torch.bmm(self.k_noise.unsqueeze(1), w_k)
+        key_diff = torch.baddbmm(k_noise, torch.addcmul(own, own, r, value=-1), w_k)
+        score = (q * key_diff).view(2, -1, h, c // h).sum(-1, keepdim=True)
+        weight_noise = torch.sigmoid(score * (c // h) ** -0.5)
 
-        # Values: noise slot W_v (a_m + n_v) + b_v, partner slot W_v a_o + b_v.
-        v_partner = torch.baddbmm(b_v.unsqueeze(1), partner, w_v.transpose(1, 2))
-        v_noise = torch.bmm(self.v_noise.unsqueeze(1), w_v.transpose(1, 2)) + b_v.unsqueeze(1)
-        v_own = torch.baddbmm(v_noise, tokens, w_v.transpose(1, 2))
-        mixed = torch.addcmul(v_partner, weight_noise, v_own - v_partner)
+        # Values: partner slot W_v a_o + b_v; noise slot minus partner slot W_v (a_m + n_v - a_o).
+        # b_v is carried into the output projection's bias.
+        v_partner = torch.bmm(partner, w_v).view(2, -1, h, c // h)
+        v_noise = torch.bmm(self.v_noise.unsqueeze(1), w_v)
+        v_diff = torch.baddbmm(v_noise, own - partner, w_v).view(2, -1, h, c // h)
+        mixed = torch.addcmul(v_partner, weight_noise, v_diff).view(2, -1, c)
 
-        out = torch.baddbmm(self.out_proj_bias.unsqueeze(1), mixed, self.out_proj_weight.mT)
-        return (tokens + out).view(shape)
+        out_bias = torch.baddbmm(
+            self.out_proj_bias.unsqueeze(1), b_v.unsqueeze(1), self.out_proj_weight.mT
+        )
+        return torch.baddbmm(own + out_bias, mixed, self.out_proj_weight.mT).view(shape)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}"
