@@ -163,3 +163,24 @@ def test_round_trip_preserves_outputs(tmp_path):
     with torch.no_grad():
         for a, b in zip(model(x), fresh(x), strict=True):
             assert torch.equal(a, b)
+
+
+def test_folded_head_equals_concatenating_head_in_float64():
+    """The head folds its fuse convolution into the stage embeddings; same function."""
+    from geminifusion.head import SegFormerHead
+
+    torch.manual_seed(0)
+    head = randomise(SegFormerHead((8, 16, 24, 32), num_classes=5, embed_dim=12)).double().eval()
+    sizes = [(17, 23), (9, 12), (5, 6), (3, 3)]
+    feats = [
+        torch.randn(2, c, *s, dtype=torch.float64)
+        for c, s in zip((8, 16, 24, 32), sizes, strict=True)
+    ]
+    embedded = []
+    for i in (3, 2, 1, 0):  # the reference's plain form: embed, upsample, concatenate, fuse
+        proj = getattr(head, f"linear_c{i + 1}").proj
+        x = torch.einsum("bchw,ec->behw", feats[i], proj.weight) + proj.bias[:, None, None]
+        embedded.append(torch.nn.functional.interpolate(x, size=sizes[0], mode="bilinear"))
+    plain = head.linear_pred(head.linear_fuse(torch.cat(embedded, dim=1)))
+    with torch.no_grad():
+        torch.testing.assert_close(head(feats), plain, rtol=0, atol=1e-10)

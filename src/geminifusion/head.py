@@ -60,13 +60,24 @@ class SegFormerHead(nn.Module):
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Four NCHW maps (strides 4..32) -> logits at the size of the first."""
+        """Four NCHW maps (strides 4..32) -> logits at the size of the first.
+
+        Computes ``fuse(concat(up(embed_4(c4)), .., embed_1(c1)))`` as ``sum_i up(A_i c_i + a_i)``
+        with ``A_i = F_i E_i``: the fuse convolution's slice for stage ``i`` is folded into that
+        stage's embedding. Upsampling is linear and keeps constants, so this is the same function,
+        but no 4E-channel map is ever built at stride 4 and the deep stages are mixed at their own
+        resolution.
+        """
         size = features[0].shape[-2:]
-        embedded = []
-        for i in reversed(range(4)):  # the reference concatenates c4, c3, c2, c1
-            x = getattr(self, f"linear_c{i + 1}")(features[i])
+        e = self.embed_dim
+        fuse = self.linear_fuse.conv.weight.flatten(1)  # (E, 4E), inputs ordered c4, c3, c2, c1
+        out = None
+        for i in reversed(range(4)):
+            part = fuse[:, (3 - i) * e : (4 - i) * e]
+            embed = getattr(self, f"linear_c{i + 1}").proj
+            x = F.conv2d(features[i], (part @ embed.weight)[:, :, None, None], part @ embed.bias)
             if i > 0:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            embedded.append(x)
-        x = self.linear_fuse(torch.cat(embedded, dim=1))
+            out = x if out is None else out.add_(x)
+        x = F.relu(self.linear_fuse.bn(out))
         return self.linear_pred(self.dropout(x))
