@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("geminifusion.commands.model",)
+COMMAND_MODULES: tuple[str, ...] = ("geminifusion.commands.model", "geminifusion.commands.convert")
 
 
 class CLIError(Exception):

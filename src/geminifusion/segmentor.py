@@ -49,6 +49,10 @@ class Segmentor(nn.Module):
             self.alpha = nn.Parameter(torch.ones(self.num_streams))
         self.backbone = backbone
         self.head = head
+        # Family conventions of the reference code the backbone follows (DeLiVER: logits at the
+        # input size, ensemble on those; head saved as ``decode_head.*``).
+        self.upsample_logits = bool(getattr(backbone, "upsample_logits", False))
+        self.head_reference_prefix = getattr(backbone, "head_reference_prefix", "decoder.")
 
     @property
     def num_classes(self) -> int:
@@ -58,6 +62,12 @@ class Segmentor(nn.Module):
     def output_names(self) -> list[str]:
         names = list(getattr(self.backbone, "stream_names", self.modalities))
         return names + ["ensemble"] if self.num_streams > 1 else names
+
+    def save_pretrained(self, directory: str, class_names: Sequence[str] | None = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (read by ``gf.from_pretrained``)."""
+        from geminifusion.hub import save_pretrained
+
+        save_pretrained(self, directory, class_names)
 
     def stack_inputs(self, inputs: Inputs) -> torch.Tensor:
         """Check the inputs and stack them to ``(M, B, 3, H, W)``; errors name the modality."""
@@ -100,9 +110,13 @@ class Segmentor(nn.Module):
         return self.backbone(self.stack_inputs(inputs))
 
     def forward(self, inputs: Inputs) -> list[torch.Tensor]:
-        features = self.forward_features(inputs)
+        stacked = self.stack_inputs(inputs)
+        features = self.backbone(stacked)
         s, b = features[0].shape[:2]
         logits = self.head([f.flatten(0, 1) for f in features])
+        if self.upsample_logits:
+            size = stacked.shape[-2:]
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         logits = logits.view(s, b, *logits.shape[1:])
         outputs = list(logits.unbind(0))
         if s > 1:
@@ -115,7 +129,7 @@ def build_segmentor(
     arch: str | object,
     num_classes: int,
     modalities: Sequence[str] = ("rgb", "depth"),
-    head_embed_dim: int = 256,
+    head_embed_dim: int | None = None,
     drop_path_rate: float | None = None,
 ) -> Segmentor:
     """Build a segmentor from a variant name (``"mit_b3"``) or a config (``MiTConfig(...)``).
@@ -124,7 +138,7 @@ def build_segmentor(
         arch: variant name or backbone config.
         num_classes: output classes.
         modalities: input names in call order; one name gives a plain single-modality SegFormer.
-        head_embed_dim: width of the SegFormer head.
+        head_embed_dim: width of the SegFormer head; default the config's (256, DeLiVER 512).
         drop_path_rate: overrides the config's stochastic-depth rate.
     """
     if num_classes < 1:
@@ -135,6 +149,8 @@ def build_segmentor(
     name, config = resolve_config(arch)
     if drop_path_rate is not None:
         config = dataclasses.replace(config, drop_path_rate=drop_path_rate)
+    if head_embed_dim is None:
+        head_embed_dim = getattr(config, "head_embed_dim", 256)
     backbone = build_backbone(config, len(modalities))
     head = SegFormerHead(backbone.out_channels, num_classes, head_embed_dim)
     spec = {
