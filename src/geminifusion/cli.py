@@ -12,7 +12,12 @@ import importlib
 import sys
 
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES: tuple[str, ...] = ("geminifusion.commands.model", "geminifusion.commands.convert")
+COMMAND_MODULES: tuple[str, ...] = (
+    "geminifusion.commands.model",
+    "geminifusion.commands.convert",
+    "geminifusion.commands.data",
+    "geminifusion.commands.train",
+)
 
 
 class CLIError(Exception):
