@@ -253,3 +253,31 @@ def test_main_branch_models_keep_their_conventions():
         gf.build_segmentor("mit_b0", num_classes=40, modalities=MODALITIES)
     with pytest.raises(ValueError, match="2 or more inputs"):
         gf.build_segmentor("deliver_mit_b0", num_classes=25, modalities=("rgb",))
+
+
+def test_save_and_from_pretrained_round_trip(reference, tmp_path):
+    model, _, io, _ = reference
+    model.save_pretrained(tmp_path / "b0")
+    loaded = gf.from_pretrained(tmp_path / "b0")
+    assert type(loaded.backbone) is type(model.backbone) and loaded.spec == model.spec
+    x = [io[name] for name in MODALITIES]
+    with torch.no_grad():
+        for a, b in zip(model(x), loaded(x), strict=True):
+            assert torch.equal(a, b)
+    custom = randomise(gf.build_segmentor(TINY, 4, MODALITIES[:3]))
+    custom.save_pretrained(tmp_path / "tiny")
+    again = gf.from_pretrained(tmp_path / "tiny")
+    assert again.backbone.num_modalities == 3 and again.head.embed_dim == 512
+    for key, value in custom.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
+
+
+def test_convert_recognises_the_deliver_checkpoint(reference, tmp_path):
+    from geminifusion.hub import reference_to_folder
+
+    model, _, _, folder = reference
+    converted = reference_to_folder(folder / "deliver_mit_b0.pth", tmp_path / "converted")
+    assert converted.spec["arch"] == "deliver_mit_b0"
+    assert list(converted.modalities) == list(MODALITIES)
+    for key, value in model.state_dict().items():
+        assert torch.equal(converted.state_dict()[key], value), key
