@@ -1,0 +1,796 @@
+"""The training loop: the paper's staged recipe, resumable, on one CPU or many GPUs.
+
+``train(config)`` runs every stage of ``config.stage_epochs`` with a fresh AdamW per stage,
+BatchNorm statistics frozen, the loss summed over every output, validation every
+``config.val_every`` epochs (keeping the checkpoint with the best ensemble mIoU) and a resumable
+checkpoint at the end of every epoch. Under ``torchrun`` the same call trains with
+DistributedDataParallel; only rank 0 writes files and prints.
+
+The run folder (``runs/<name>/`` by default)::
+
+    config.yaml           the resolved config
+    metrics.jsonl         one JSON record per logged iteration ("train") and per validation ("val")
+    train.log             what was printed
+    checkpoints/last.pt   everything needed to resume exactly (written atomically)
+    checkpoints/best.pt   the weights with the best validation mIoU of the last output
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from geminifusion.configs import RunConfig, from_dict, read_config_file, save_config
+from geminifusion.engine import distributed as D
+from geminifusion.engine.losses import segmentation_loss
+from geminifusion.engine.schedule import optimizer_from_config
+from geminifusion.engine.state import (
+    FORMAT,
+    FORMAT_VERSION,
+    atomic_save,
+    capture_rng_state,
+    finetune_state,
+    is_training_checkpoint,
+    load_model_state,
+    restore_rng_state,
+    training_checkpoint,
+)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+LAST = "checkpoints/last.pt"
+BEST = "checkpoints/best.pt"
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOG_FILE, LAST, BEST)
+
+# Keys a resumed run may change: they do not alter what the resumed iterations compute.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "name",
+        "data_root",
+        "num_workers",
+        "val_batch_size",
+        "val_every",
+        "log_every",
+        "checkpoint_every",
+        "device",
+        "pretrained",
+        "finetune",
+        "eval_scales",
+        "eval_flip",
+        "eval_window",
+        "eval_stride",
+    }
+)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, an unusable run folder); the message says why."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run left behind."""
+
+    run_dir: Path
+    iterations: int
+    epochs: int
+    best: dict = field(default_factory=dict)
+    last_val: dict | None = None
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+    finished: bool = True
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    return Path("runs") / config.name
+
+
+def build_model(config: RunConfig, num_classes: int) -> nn.Module:
+    """The segmentor a config describes (architecture, overrides, head, drop-path)."""
+    from geminifusion.backbones import resolve_config
+    from geminifusion.segmentor import build_segmentor
+
+    arch: object = config.arch
+    if config.arch_overrides:
+        _, base = resolve_config(config.arch)
+        changes = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in config.arch_overrides.items()
+        }
+        try:
+            arch = dataclasses.replace(base, **changes)
+        except TypeError as err:
+            names = ", ".join(f.name for f in dataclasses.fields(base))
+            raise ValueError(
+                f"config key 'arch_overrides': {err}; {type(base).__name__} fields: {names}"
+            ) from None
+    model = build_segmentor(
+        arch,
+        num_classes,
+        modalities=config.modalities,
+        head_embed_dim=config.head_embed_dim,
+        drop_path_rate=config.drop_path_rate,
+    )
+    if hasattr(model.head, "dropout"):
+        model.head.dropout.p = config.head_dropout
+    return model
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """BatchNorm layers to eval mode: running statistics stay fixed, the affine still trains."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def stage_of_epoch(stage_epochs, epoch: int) -> int:
+    """The 0-based stage an epoch belongs to (the last stage for epochs past the end)."""
+    end = 0
+    for stage, count in enumerate(stage_epochs):
+        end += count
+        if epoch < end:
+            return stage
+    return len(stage_epochs) - 1
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _process_seed(seed: int, rank: int) -> int:
+    """A different stream per process for dropout and drop-path, fixed by (seed, rank)."""
+    return int(np.random.SeedSequence([seed, rank, 7]).generate_state(1, np.uint32)[0])
+
+
+def _on_main(ctx: D.DistContext, fn):
+    """Run ``fn`` on rank 0 and hand its result, or its error, to every process."""
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = fn()
+        except (ValueError, FileNotFoundError, TrainingError) as err:
+            error = (type(err).__name__, str(err))
+    if ctx.distributed:
+        result, error = D.broadcast_object((result, error))
+    if error is not None:
+        kind = {"FileNotFoundError": FileNotFoundError, "TrainingError": TrainingError}
+        raise kind.get(error[0], ValueError)(error[1])
+    return result
+
+
+def _config_differences(saved: dict, current: dict) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    return [
+        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+        for k in keys
+        if k not in RESUME_MAY_CHANGE and saved.get(k) != current.get(k)
+    ]
+
+
+def prepare_run_folder(
+    run_dir: Path, config: RunConfig, resume: bool | str, overwrite: bool
+) -> str | None:
+    """Check and set up the run folder (rank 0); returns the checkpoint to resume from, if any.
+
+    A folder that already holds a run (a metrics log or checkpoints) is refused unless ``resume``
+    (continue it, with a config that computes the same thing) or ``overwrite`` (its run files
+    are deleted). A folder left by a start that failed before training is simply reused.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} exists and is not a folder")
+    present = [name for name in (METRICS_FILE, LAST, BEST) if (run_dir / name).exists()]
+    resume_path: str | None = None
+    if isinstance(resume, str):
+        resume_path = resume
+        if not Path(resume).is_file():
+            raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+    if present and overwrite and not resume:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        present = []
+    elif present and not resume:
+        raise ValueError(
+            f"{run_dir} already holds a run ({', '.join(present)}); pass --resume to continue "
+            "it or --overwrite to start over"
+        )
+    if resume and present and (run_dir / CONFIG_FILE).is_file():
+        saved = read_config_file(run_dir / CONFIG_FILE)
+        changed = _config_differences(saved, config.to_dict())
+        if changed:
+            raise ValueError(
+                f"{run_dir} holds a run with another config; it cannot be resumed with "
+                f"these changes:\n  " + "\n  ".join(changed) + "\n(use --overwrite to start over)"
+            )
+    if resume is True:
+        if LAST not in present:
+            raise FileNotFoundError(f"--resume: nothing to resume, {run_dir / LAST} does not exist")
+        resume_path = str(run_dir / LAST)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    if not resume:
+        (run_dir / LOG_FILE).unlink(missing_ok=True)
+    save_config(config, run_dir / CONFIG_FILE)
+    return resume_path
+
+
+def check_data_root(config: RunConfig) -> None:
+    """Fail early, before the run folder is touched, when the data cannot be there."""
+    if config.dataset == "synthetic":
+        return
+    if not config.data_root:
+        raise ValueError(
+            f"config key 'data_root' is not set: pass --set data_root=/path/to/{config.dataset}"
+        )
+    if not Path(config.data_root).exists():
+        raise FileNotFoundError(f"data_root {config.data_root} does not exist")
+
+
+def _prepare_data_root(config: RunConfig, run_dir: Path) -> str:
+    """The dataset folder; a synthetic set that is not there yet is generated."""
+    if config.dataset != "synthetic":
+        return str(config.data_root)
+    root = Path(config.data_root) if config.data_root else run_dir / "data"
+    if not (root / "classes.json").is_file():
+        from geminifusion.data import generate_synthetic_dataset
+
+        generate_synthetic_dataset(
+            root, num=config.synthetic_num, size=tuple(config.synthetic_size), seed=config.seed
+        )
+    return str(root)
+
+
+class Trainer:
+    """One run: built from a config, driven by :meth:`run`. Use :func:`train`."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        ctx: D.DistContext,
+        run_dir: Path,
+        *,
+        resume: bool | str = False,
+        overwrite: bool = False,
+        progress: bool | None = None,
+        stop_after: int | None = None,
+    ) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.stop_after = stop_after
+        self.device = ctx.device
+        self._log_file = None
+        self._metrics_file = None
+        self._bar = None
+
+        check_data_root(config)
+        resume_path = _on_main(
+            ctx, lambda: prepare_run_folder(self.run_dir, config, resume, overwrite)
+        )
+        if ctx.is_main:
+            self._log_file = open(self.run_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        data_root = _on_main(ctx, lambda: _prepare_data_root(config, self.run_dir))
+        self._build_data(data_root)
+
+        _seed_everything(config.seed)
+        self.model = build_model(config, self.num_classes).to(self.device)
+        self.checkpoint = None
+        self.position = {"stage": 0, "epoch": 0, "batch": 0, "iter": 0}
+        self.best = {"mIoU": None, "iter": None, "epoch": None, "output": None}
+        if resume_path is not None:
+            self._load_resume(resume_path)
+        else:
+            self._initial_weights()
+        self._open_metrics()
+        torch.manual_seed(_process_seed(config.seed, ctx.rank))
+        if self.checkpoint is not None and self.checkpoint.get("rng"):
+            states = self.checkpoint["rng"]
+            restore_rng_state(states[ctx.rank % len(states)])
+
+        self.net: nn.Module = self.model
+        if ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = None
+        if self.amp_dtype == torch.float16:
+            self.scaler = torch.amp.GradScaler("cuda")
+            if self.checkpoint is not None and self.checkpoint.get("grad_scaler"):
+                self.scaler.load_state_dict(self.checkpoint["grad_scaler"])
+
+    # ---------------------------------------------------------------- set-up
+
+    def _build_data(self, root: str) -> None:
+        from geminifusion.data import build_dataset
+        from geminifusion.engine.evaluate import build_eval_loader
+
+        c = self.config
+        common = {"modalities": c.modalities, "seed": c.seed, **c.dataset_options}
+        self.train_set = build_dataset(
+            c.dataset,
+            root,
+            c.train_split,
+            train=True,
+            crop_size=tuple(c.crop_size),
+            scale_range=tuple(c.scale_range),
+            **common,
+        )
+        self.val_set = build_dataset(c.dataset, root, c.val_split, train=False, **common)
+        self.num_classes = self.train_set.num_classes
+        if self.val_set.num_classes != self.num_classes:
+            raise ValueError(
+                f"the {c.train_split} split has {self.num_classes} classes but the "
+                f"{c.val_split} split {self.val_set.num_classes}"
+            )
+        if c.num_classes is not None and c.num_classes != self.num_classes:
+            raise ValueError(
+                f"config key 'num_classes' is {c.num_classes} but the {c.dataset} data at {root} "
+                f"has {self.num_classes} classes"
+            )
+        self.class_names = list(getattr(self.train_set, "class_names", []))
+        self.sampler = D.ResumableSampler(
+            self.train_set, self.ctx.world_size, self.ctx.rank, shuffle=True, seed=c.seed
+        )
+        self.iters_per_epoch = self.sampler.num_samples // c.batch_size
+        if self.iters_per_epoch < 1:
+            raise ValueError(
+                f"the training split has {len(self.train_set)} samples: not one batch of "
+                f"{c.batch_size} per process over {self.ctx.world_size} processes"
+            )
+        self.train_loader = DataLoader(
+            self.train_set,
+            batch_size=c.batch_size,
+            sampler=self.sampler,
+            num_workers=c.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            # Its own generator: creating an iterator must not draw from the global stream,
+            # or a resumed epoch would see other dropout masks than the uninterrupted one.
+            generator=torch.Generator().manual_seed(c.seed),
+        )
+        self.val_loader = build_eval_loader(self.val_set, c.val_batch_size, c.num_workers)
+
+    def _initial_weights(self) -> None:
+        c = self.config
+        if c.pretrained:
+            import geminifusion
+
+            loader = getattr(geminifusion, "load_pretrained_backbone", None)
+            if loader is None:
+                raise ValueError(
+                    "--pretrained: loading ImageNet backbone weights is not available in this "
+                    "installation (geminifusion.load_pretrained_backbone)"
+                )
+            loader(self.model, c.pretrained)
+            self.log(f"backbone weights from {c.pretrained}")
+        elif c.arch.startswith(("mit_", "swin_")) and not c.finetune and c.dataset != "synthetic":
+            self.log("note: no --pretrained backbone; the paper starts from ImageNet weights")
+        if c.finetune:
+            skipped = finetune_state(self.model, c.finetune)
+            self.log(f"fine-tuning from {c.finetune} (fresh: {', '.join(skipped)})")
+
+    def _load_resume(self, path: str) -> None:
+        from geminifusion.checkpoints import read_checkpoint
+
+        checkpoint = read_checkpoint(path)
+        if is_training_checkpoint(checkpoint):
+            if "optimizer" not in checkpoint:
+                raise ValueError(
+                    f"--resume: {path} holds weights only (a best checkpoint); resume from "
+                    f"{self.run_dir / LAST}"
+                )
+            load_model_state(self.model, checkpoint["model"], path)
+            self.position = dict(checkpoint["position"])
+            self.best = dict(checkpoint["best"])
+            self.checkpoint = checkpoint
+            world = self.position.get("world_size", 1)
+            if world != self.ctx.world_size and self.position.get("batch", 0):
+                self.log(
+                    f"warning: the checkpoint was written by {world} processes, this run has "
+                    f"{self.ctx.world_size}: the rest of the epoch sees another data order"
+                )
+            self.log(
+                f"resuming {path}: epoch {self.position['epoch'] + 1}, batch "
+                f"{self.position['batch']}, iteration {self.position['iter']}"
+            )
+        else:
+            from geminifusion.engine.state import load_weights
+
+            meta = load_weights(self.model, path)
+            # The reference saves the index of the epoch it has just finished.
+            epoch = int(meta.get("epoch_start", -1)) + 1
+            self.position = {
+                "stage": stage_of_epoch(self.config.stage_epochs, epoch),
+                "epoch": epoch,
+                "batch": 0,
+                "iter": epoch * self.iters_per_epoch,
+            }
+            if meta.get("best_val") is not None:
+                self.best = {"mIoU": float(meta["best_val"]), "iter": None, "epoch": epoch}
+            self.log(f"resuming the reference checkpoint {path} at epoch {epoch + 1}")
+
+    def _open_metrics(self) -> None:
+        if not self.ctx.is_main:
+            return
+        path = self.run_dir / METRICS_FILE
+        if self.checkpoint is not None and path.exists():
+            done = self.position["iter"]
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line torn by the kill
+                if record.get("iter", 0) <= done:
+                    kept.append(line)
+            path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.config.amp == "none":
+            return None
+        if self.device.type != "cuda":
+            self.log(f"note: amp={self.config.amp} needs CUDA; training in float32 on CPU")
+            return None
+        return torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+
+    # ---------------------------------------------------------------- output
+
+    def log(self, message: str) -> None:
+        if not self.ctx.is_main:
+            return
+        if self._bar is not None and not self._bar.disable:
+            self._bar.write(message)
+        else:
+            print(message, flush=True)
+        if self._log_file is not None:
+            self._log_file.write(message + "\n")
+            self._log_file.flush()
+
+    def record(self, entry: dict) -> None:
+        if self._metrics_file is not None:
+            from geminifusion.engine.metrics import to_json_ready
+
+            self._metrics_file.write(json.dumps(to_json_ready(entry)) + "\n")
+            self._metrics_file.flush()
+
+    def close(self) -> None:
+        for f in (self._metrics_file, self._log_file):
+            if f is not None:
+                f.close()
+        self._metrics_file = self._log_file = None
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_last(self, optimizer, scheduler) -> Path:
+        """The resumable checkpoint (a collective call: every process hands in its RNG state)."""
+        rng_states = D.all_gather_objects(capture_rng_state())
+        path = self.run_dir / LAST
+        if self.ctx.is_main:
+            position = {**self.position, "world_size": self.ctx.world_size}
+            state = training_checkpoint(
+                self.model,
+                optimizer,
+                scheduler,
+                config=self.config.to_dict(),
+                position=position,
+                best=self.best,
+                rng_states=rng_states,
+                grad_scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            )
+            atomic_save(state, path)
+        return path
+
+    def save_best(self, results: dict) -> Path:
+        path = self.run_dir / BEST
+        if self.ctx.is_main:
+            from geminifusion.engine.metrics import to_json_ready
+
+            state = {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "model": self.model.state_dict(),
+                "spec": self.model.spec,
+                "config": self.config.to_dict(),
+                "position": dict(self.position),
+                "best": dict(self.best),
+                "metrics": json.dumps(to_json_ready(results)),
+            }
+            atomic_save(state, path)
+        return path
+
+    # ---------------------------------------------------------------- loop
+
+    def _progress_disabled(self) -> bool:
+        if not self.ctx.is_main:
+            return True
+        return not self.progress if self.progress is not None else not sys.stderr.isatty()
+
+    def train_step(self, batch: dict, optimizer, scheduler) -> dict:
+        """One optimiser step; returns the process-averaged losses and the rates it used."""
+        c = self.config
+        inputs = [batch[m].to(self.device, non_blocking=True) for m in c.modalities]
+        label = batch["label"].to(self.device, non_blocking=True)
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            outputs = self.net(inputs)
+        loss, parts = segmentation_loss(outputs, label, c.ignore_index)
+        values = D.all_reduce_mean(torch.stack([loss.detach(), *parts]).float())
+        values = values.tolist()
+        if not all(math.isfinite(v) for v in values):
+            raise TrainingError(
+                f"the loss is {values[0]} at iteration {self.position['iter'] + 1} (stage "
+                f"{self.position['stage'] + 1}, epoch {self.position['epoch'] + 1}); stopped "
+                f"before updating the weights. The last good checkpoint, {self.run_dir / LAST}, "
+                "is intact: lower the learning rate or check the data, then --resume"
+            )
+        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
+        self.net.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        names = self.model.output_names
+        return {"loss": values[0], "losses": dict(zip(names, values[1:], strict=True)), "lr": lrs}
+
+    def validate(self, epoch: int) -> dict:
+        from geminifusion.engine.evaluate import evaluate
+
+        c = self.config
+        results = evaluate(
+            self.model,
+            self.val_loader,
+            self.num_classes,
+            self.device,
+            scales=tuple(c.eval_scales),
+            flip=c.eval_flip,
+            window=c.eval_window,
+            stride=c.eval_stride,
+            autocast_dtype=self.amp_dtype,
+            progress=None if self.progress is None else self.progress,
+            desc=f"val {epoch + 1}",
+        )
+        return results
+
+    def run(self) -> TrainResult:
+        c = self.config
+        total = c.total_epochs
+        start_epoch = self.position["epoch"]
+        resume_stage = self.position.get("stage", 0)
+        pending = self.checkpoint if self.checkpoint is not None else None
+        optimizer = scheduler = None
+        opt_stage = None
+        last_val = None
+        last_path = None
+        self.log(
+            f"run {self.run_dir}: {c.arch} on {c.dataset} ({len(self.train_set)} train / "
+            f"{len(self.val_set)} val images, {self.num_classes} classes), modalities "
+            f"{', '.join(c.modalities)}, {self.ctx.world_size} process(es) on {self.device}, "
+            f"{self.iters_per_epoch} iterations per epoch"
+        )
+        if start_epoch >= total:
+            self.log("the run has already finished all its epochs")
+        for epoch in range(start_epoch, total):
+            stage = stage_of_epoch(c.stage_epochs, epoch)
+            if stage != opt_stage:
+                optimizer, scheduler = optimizer_from_config(self.model, c, stage)
+                opt_stage = stage
+                if pending is not None and resume_stage == stage and "optimizer" in pending:
+                    optimizer.load_state_dict(pending["optimizer"])
+                    scheduler.load_state_dict(pending["scheduler"])
+                pending = None
+                groups = ", ".join(
+                    f"{g.get('name')} {len(g['params'])}" for g in optimizer.param_groups
+                )
+                self.log(
+                    f"stage {stage + 1}/{len(c.stage_epochs)}: base lr {c.stage_lrs[stage]:g}, "
+                    f"parameter groups: {groups}"
+                )
+            self.position["stage"] = stage
+            self.position["epoch"] = epoch
+            skip = self.position["batch"] if epoch == start_epoch else 0
+            self.position["batch"] = skip
+            stopped = self._train_epoch(epoch, skip, optimizer, scheduler)
+            if stopped:
+                return self._result(last_val, last_path, finished=False)
+            self.position.update(epoch=epoch + 1, batch=0)
+            if (epoch + 1) % c.val_every == 0 or epoch + 1 == total:
+                last_val = self._validate_and_keep_best(epoch)
+            last_path = self.save_last(optimizer, scheduler)
+        D.barrier()
+        self.log(self._summary())
+        return self._result(last_val, last_path or self.run_dir / LAST, finished=True)
+
+    def _train_epoch(self, epoch: int, skip: int, optimizer, scheduler) -> bool:
+        """Train one epoch from batch ``skip``; True when ``stop_after`` ended the run early."""
+        c = self.config
+        self.sampler.set_epoch(epoch)
+        self.sampler.set_start(skip * c.batch_size)
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        self.net.train()
+        if c.freeze_bn:
+            freeze_batchnorm(self.net)
+        self._bar = tqdm(
+            total=self.iters_per_epoch,
+            initial=skip,
+            desc=f"epoch {epoch + 1}/{c.total_epochs}",
+            unit="it",
+            disable=self._progress_disabled(),
+            dynamic_ncols=True,
+        )
+        try:
+            tick = time.perf_counter()
+            for batch in self.train_loader:
+                step = self.train_step(batch, optimizer, scheduler)
+                self.position["batch"] += 1
+                self.position["iter"] += 1
+                it = self.position["iter"]
+                now = time.perf_counter()
+                if it % c.log_every == 0 or self.position["batch"] == self.iters_per_epoch:
+                    self.record(
+                        {
+                            "type": "train",
+                            "iter": it,
+                            "stage": self.position["stage"],
+                            "epoch": epoch,
+                            "batch": self.position["batch"],
+                            **step,
+                            "time": now - tick,
+                        }
+                    )
+                tick = now
+                self._bar.update(1)
+                self._bar.set_postfix(loss=f"{step['loss']:.4f}", refresh=False)
+                mid_epoch = self.position["batch"] < self.iters_per_epoch
+                if c.checkpoint_every and it % c.checkpoint_every == 0 and mid_epoch:
+                    self.save_last(optimizer, scheduler)
+                if self.stop_after is not None and it >= self.stop_after:
+                    return True
+        finally:
+            self._bar.close()
+            self._bar = None
+        return False
+
+    def _validate_and_keep_best(self, epoch: int) -> dict:
+        results = self.validate(epoch)
+        main = list(results)[-1]
+        miou = results[main]["mIoU"]
+        improved = self.best.get("mIoU") is None or miou > self.best["mIoU"]
+        if improved:
+            self.best = {
+                "mIoU": miou,
+                "iter": self.position["iter"],
+                "epoch": epoch,
+                "output": main,
+            }
+            self.save_best(results)
+        summary = {name: {k: r[k] for k in ("aAcc", "mIoU", "mAcc")} for name, r in results.items()}
+        self.record(
+            {
+                "type": "val",
+                "iter": self.position["iter"],
+                "epoch": epoch,
+                "stage": self.position["stage"],
+                "metrics": summary,
+                "IoU": results[main]["IoU"],
+                "best": improved,
+                "best_mIoU": self.best["mIoU"],
+            }
+        )
+        scores = "  ".join(f"{name} {r['mIoU']:.2f}" for name, r in results.items())
+        self.log(f"epoch {epoch + 1} validation mIoU: {scores}" + ("  (best)" if improved else ""))
+        return results
+
+    def _summary(self) -> str:
+        best = self.best
+        if best.get("mIoU") is None:
+            return f"finished: {self.position['iter']} iterations"
+        where = f" at epoch {best['epoch'] + 1}" if best.get("epoch") is not None else ""
+        return (
+            f"finished: {self.position['iter']} iterations; best {best.get('output')} mIoU "
+            f"{best['mIoU']:.2f}{where}"
+        )
+
+    def _result(self, last_val: dict | None, last_path: Path | None, finished: bool) -> TrainResult:
+        best_path = self.run_dir / BEST
+        return TrainResult(
+            run_dir=self.run_dir,
+            iterations=self.position["iter"],
+            epochs=self.position["epoch"],
+            best=dict(self.best),
+            last_val=last_val,
+            last_checkpoint=last_path,
+            best_checkpoint=best_path if best_path.exists() else None,
+            finished=finished,
+        )
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool | str = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train a model as ``config`` says; under ``torchrun``, with DistributedDataParallel.
+
+    Args:
+        config: the run (see :class:`geminifusion.configs.RunConfig`).
+        out_dir: run folder; default ``runs/<config.name>``.
+        resume: True continues the run in ``out_dir`` from ``checkpoints/last.pt``; a path
+            resumes from that checkpoint (ours, exactly; a reference one, at its epoch).
+        overwrite: delete the run files already in ``out_dir`` and start over.
+        progress: progress bars (None: only on a terminal).
+        stop_after: stop after this many iterations in all (to simulate an interruption).
+
+    Raises:
+        ValueError, FileNotFoundError: bad config, data or folder (the message says which).
+        TrainingError: the loss became NaN or infinite.
+    """
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+    own_group = not D.is_initialized()
+    ctx = D.setup_distributed(config.device)
+    trainer = None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pin_memory.*")
+            trainer = Trainer(
+                config,
+                ctx,
+                run_dir,
+                resume=resume,
+                overwrite=overwrite,
+                progress=progress,
+                stop_after=stop_after,
+            )
+            return trainer.run()
+    finally:
+        if trainer is not None:
+            trainer.close()
+        if own_group:
+            D.cleanup_distributed()
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config saved in a run folder."""
+    return from_dict(read_config_file(Path(run_dir) / CONFIG_FILE))
+
+
+__all__ = [
+    "TrainResult",
+    "Trainer",
+    "TrainingError",
+    "build_model",
+    "freeze_batchnorm",
+    "load_run_config",
+    "prepare_run_folder",
+    "train",
+]
