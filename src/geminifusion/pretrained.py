@@ -647,6 +647,11 @@ def load_pretrained_backbone(
         report.notes.append(
             f"{copied_norms} per-modality LayerNorm tensors got the file's single norm in every row"
         )
+    if family == "swin" and prefix + "patch_embed.norm.weight" in values:
+        report.notes.append(
+            "the paper's Swin loader leaves its per-modality patch-embedding norm at ones/zeros "
+            "(its renaming misses them); here it starts from the file's norm"
+        )
     if resized:
         report.notes.append(
             f"{len(resized)} relative position bias tables resized (bicubic) to window "
