@@ -112,7 +112,7 @@ def test_nyudv2_out_of_range_labels_only_warn(tmp_path):
     assert ds[0]["label"][0, :3].tolist() == [255, 255, 255]
     report = check_dataset(ds, progress=False)
     assert report.ok and report.out_of_range_pixels == 2
-    assert any("000000.png: 2 pixels with values [40, 200]" in w for w in report.warnings)
+    assert any("000000.png: 2 pixel(s) with values [40, 200]" in w for w in report.warnings)
     with pytest.raises(DataError, match=r"\[40, 200\]"):
         NYUDv2(root, "train", strict_labels=True)[0]
 

@@ -45,7 +45,7 @@ class DataReport:
         counts = self.class_pixels if self.class_pixels is not None else ()
         return tuple(n for n, c in zip(self.class_names, counts, strict=False) if c > 0)
 
-    def summary(self, top: int = 8, max_listed: int = 20) -> str:
+    def summary(self, top: int = 5, max_listed: int = 20) -> str:
         """A human-readable report (what ``geminifusion check-data`` prints)."""
         counts = self.class_pixels
         if counts is None:
@@ -70,12 +70,12 @@ class DataReport:
             lines.append(f"          {share:.1f}% of pixels have values >= {len(self.class_names)}")
         labelled = int(counts.sum())
         if labelled:
-            order = np.argsort(-counts, kind="stable")[:top]
+            order = [k for k in np.argsort(-counts, kind="stable")[:top] if counts[k] > 0]
             shares = [f"{self.class_names[k]} {100.0 * counts[k] / labelled:.1f}%" for k in order]
             lines.append("          most pixels: " + ", ".join(shares))
         absent = [n for n in self.class_names if n not in present]
         if absent and self.num_samples:
-            shown = ", ".join(absent[:top]) + (", ..." if len(absent) > top else "")
+            shown = ", ".join(absent[:10]) + (", ..." if len(absent) > 10 else "")
             lines.append(f"          absent: {shown}")
         lines.append(f"problems  {len(self.errors)} errors, {len(self.warnings)} warnings")
         for kind, items in (("error", self.errors), ("warning", self.warnings)):
@@ -128,7 +128,7 @@ def check_dataset(dataset: SegmentationDataset, progress: bool | None = None) ->
             report.out_of_range_pixels += odd
             shown = np.unique(values[(values >= k) & (values != IGNORE_INDEX)])[:6].tolist()
             report.warnings.append(
-                f"{dataset.samples[index].paths['label']}: {odd} pixels with values {shown} "
+                f"{dataset.samples[index].paths['label']}: {odd} pixel(s) with values {shown} "
                 f">= {k} (not classes; treated as ignore, 255)"
             )
         if in_range.size == 0:
@@ -139,7 +139,7 @@ def check_dataset(dataset: SegmentationDataset, progress: bool | None = None) ->
     for m, n in constant.items():
         report.warnings.append(
             f"{m} is constant (every pixel equal) in {n} of {len(dataset)} samples; "
-            "check the depth format / depth_max_m or the files"
+            "check the files (and, for depth, depth_format / depth_max_m)"
         )
     if unlabelled:
         report.warnings.append(f"{unlabelled} samples have no labelled pixel (all 255)")

@@ -73,7 +73,9 @@ class SampleFiles:
     condition: str | None = None
 
 
-def check_modalities(modalities: Sequence[str], known: Sequence[str] | None, where: str) -> tuple:
+def check_modalities(
+    modalities: Sequence[str], known: Sequence[str] | None, where: str
+) -> tuple[str, ...]:
     """Validate a user's modality selection against the ones a layout provides."""
     if isinstance(modalities, str):
         modalities = (modalities,)
@@ -234,7 +236,7 @@ class SegmentationDataset(Dataset):
                 values = np.unique(stored[bad])
                 shown = ", ".join(str(v) for v in values[:8]) + (" ..." if len(values) > 8 else "")
                 raise DataError(
-                    f"{int(bad.sum())} pixels have stored label values [{shown}] outside the "
+                    f"{int(bad.sum())} pixel(s) have stored label values [{shown}] outside the "
                     f"{self.num_classes} classes and not ignored ({self.label_rule})",
                     label_path,
                 )
@@ -313,7 +315,7 @@ class NYUDv2(SegmentationDataset):
     def __init__(
         self,
         root: str | Path,
-        split: str = "train",
+        split: str | None = "train",
         modalities: Sequence[str] = ("rgb", "depth"),
         *,
         split_file: str | Path | None = None,
@@ -325,6 +327,7 @@ class NYUDv2(SegmentationDataset):
         seed: int = 0,
     ) -> None:
         root = Path(root)
+        split = split or "train"
         modalities = check_modalities(modalities, self.known_modalities, self.name)
         if depth_format not in DEPTH_FORMATS:
             raise ValueError(f"unknown depth_format {depth_format!r}; expected {DEPTH_FORMATS}")
@@ -384,7 +387,7 @@ class SyntheticDataset(NYUDv2):
     label_rule = "synthetic labels are class indices, 255 = ignore"
     default_strict = True
 
-    def __init__(self, root: str | Path, split: str = "train", **kwargs) -> None:
+    def __init__(self, root: str | Path, split: str | None = "train", **kwargs) -> None:
         names = read_class_names(root)
         if names is None:
             raise DataError("no classes.json: not a folder written by `geminifusion synth`", root)
@@ -411,7 +414,7 @@ class DeLiVER(SegmentationDataset):
     def __init__(
         self,
         root: str | Path,
-        split: str = "train",
+        split: str | None = "train",
         modalities: Sequence[str] = DELIVER_MODALITIES,
         *,
         conditions: Sequence[str] = DELIVER_CONDITIONS,
@@ -422,6 +425,7 @@ class DeLiVER(SegmentationDataset):
         seed: int = 0,
     ) -> None:
         root = Path(root)
+        split = split or "train"
         modalities = check_modalities(modalities, DELIVER_MODALITIES, self.name)
         conditions = (conditions,) if isinstance(conditions, str) else tuple(conditions)
         for c in conditions:
@@ -526,7 +530,11 @@ class FolderDataset(SegmentationDataset):
         root = Path(root)
         if not root.is_dir():
             raise DataError("dataset folder not found", root)
-        available = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != label_dir)
+        available = sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and p.name != label_dir and not p.name.startswith(".")
+        )
         available = sorted(available, key=lambda n: n != RGB_KEY)
         if modalities is None:
             modalities = tuple(available)
