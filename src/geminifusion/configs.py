@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 AMP_MODES = ("none", "bf16", "fp16")
+LOSS_KINDS = ("ce", "ohem")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -65,6 +66,10 @@ class RunConfig:
         max_iters, poly_power: poly decay, counted from the start of each stage.
         freeze_bn: keep BatchNorm statistics fixed while training.
         ignore_index: label value left out of the loss.
+        loss: ``ce`` (NLL of the log-softmax, the main recipe) or ``ohem`` (online hard example
+            mining, the DeLiVER recipe); either is summed over every output.
+        modality_dropout: probability that a training sample loses one non-RGB input (set to
+            zeros), to make the model robust to a missing sensor; 0 is the reference.
 
     Run:
         val_every: validate every this many epochs (and after the last one).
@@ -118,6 +123,8 @@ class RunConfig:
     poly_power: float = 1.0
     freeze_bn: bool = True
     ignore_index: int = 255
+    loss: str = "ce"
+    modality_dropout: float = 0.0
 
     val_every: int = 5
     checkpoint_every: int = 0
@@ -171,6 +178,10 @@ class RunConfig:
             raise ValueError(
                 "config keys 'crop_size' and 'scale_range' must be positive, low <= high"
             )
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(f"config key 'loss' must be one of {LOSS_KINDS}, got {self.loss!r}")
+        if not 0 <= self.modality_dropout <= 1:
+            raise ValueError("config key 'modality_dropout' must lie in [0, 1]")
         if self.amp not in AMP_MODES:
             raise ValueError(f"config key 'amp' must be one of {AMP_MODES}, got {self.amp!r}")
         if self.device not in DEVICES:
@@ -375,6 +386,43 @@ _synthetic(
     max_iters=20,
     val_every=1,
 )
+
+
+def _deliver(name: str, arch: str, modalities: tuple[str, ...], drop_path_rate: float) -> None:
+    """The DeLiVER branch's recipe (its ``configs/deliver_*_8cards_2e-4.yaml``).
+
+    8 processes x 1 image of 1024 x 1024; one stage of 200 epochs at 2e-4 (decoder 10x, ``alpha``
+    trained), linear warm-up over 10 epochs from 0.1 of the rate, then poly decay (power 0.9) to
+    201 epochs; OHEM summed over the three outputs; BatchNorm statistics not frozen. Iteration
+    counts assume those 8 processes: 3983 training images give 497 iterations per epoch.
+    """
+    per_epoch = 3983 // 8
+    base: dict = {
+        "name": name,
+        "arch": arch,
+        "modalities": modalities,
+        "dataset": "deliver",
+        "head_embed_dim": 512,
+        "drop_path_rate": drop_path_rate,
+        "crop_size": (1024, 1024),
+        "batch_size": 1,
+        "stage_epochs": (200,),
+        "stage_lrs": (2e-4,),
+        "warmup_iters": 10 * per_epoch,
+        "warmup_ratio": 0.1,
+        "max_iters": 201 * per_epoch,
+        "poly_power": 0.9,
+        "freeze_bn": False,
+        "train_alpha": True,
+        "loss": "ohem",
+    }
+    register_preset(name, lambda: RunConfig(**base))
+
+
+for _b in range(6):
+    _deliver(f"deliver_mit_b{_b}", f"deliver_mit_b{_b}", ("rgb", "depth", "event", "lidar"), 0.2)
+for _extra in ("depth", "event", "lidar"):  # the released two-sensor runs
+    _deliver(f"deliver_rgb{_extra[0]}_mit_b2", "deliver_mit_b2", ("rgb", _extra), 0.4)
 
 
 def preset_names() -> list[str]:

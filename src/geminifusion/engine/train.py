@@ -527,6 +527,10 @@ class Trainer:
         """One optimiser step; returns the process-averaged losses and the rates it used."""
         c = self.config
         inputs = [batch[m].to(self.device, non_blocking=True) for m in c.modalities]
+        if c.modality_dropout:
+            from geminifusion.engine.robustness import modality_dropout
+
+            inputs = modality_dropout(inputs, c.modalities, c.modality_dropout)
         label = batch["label"].to(self.device, non_blocking=True)
         autocast = (
             torch.autocast(device_type="cuda", dtype=self.amp_dtype)
@@ -535,7 +539,7 @@ class Trainer:
         )
         with autocast:
             outputs = self.net(inputs)
-        loss, parts = segmentation_loss(outputs, label, c.ignore_index)
+        loss, parts = segmentation_loss(outputs, label, c.ignore_index, kind=c.loss)
         values = D.all_reduce_mean(torch.stack([loss.detach(), *parts]).float())
         values = values.tolist()
         if not all(math.isfinite(v) for v in values):
@@ -762,6 +766,8 @@ def train(
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*pin_memory.*")
+            # DDP compares strides of size-1 dimensions too (depth-wise convolutions): harmless.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
             trainer = Trainer(
                 config,
                 ctx,
