@@ -11,12 +11,13 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
 import geminifusion as gf
 from geminifusion.layers import ModalityLayerNorm
-from geminifusion.pretrained import detect_format, group_names
+from geminifusion.pretrained import detect_format, group_names, resize_position_bias
 
 # A small MiT whose widths take the 8 GeminiFusion heads, so one config serves 1 and 2 streams.
 TINY_MIT = dict(embed_dims=(16, 32, 48, 64), depths=(2, 1, 1, 2), num_heads=(1, 2, 3, 4))
@@ -200,7 +201,8 @@ def test_hf_segformer_logits_match_transformers(hf_segformer):
     ``layer_norm_eps`` is not used by the modules); this model keeps the reference's 1e-6. With
     the eps set equal the float64 outputs agree to rounding (1e-10). With each side's own eps,
     every norm's output moves by a relative ~(1e-5 - 1e-6) / (2 var) ~ 5e-6 for unit-variance
-    tokens; through the ~20 norms of this model that is ~2e-5 on logits of scale 3, so 1e-4.
+    tokens; through the ~20 norms of this model that is ~2e-5 on logits of scale 3 (measured:
+    2.1e-5 in float32 and float64 alike), so 1e-4.
     """
     hf, folder = hf_segformer
     model = mit_model()
@@ -310,6 +312,9 @@ def test_head_that_does_not_fit(hf_segformer):
         gf.load_pretrained_backbone(mit_model(classes=7), folder, head=True)
     report = gf.load_pretrained_backbone(mit_model(), folder, head=False)
     assert report.unused["decode_head.classifier.bias"] == "decode head (head=False)"
+    report = gf.load_pretrained_backbone(mit_model().backbone, folder)  # a bare backbone
+    assert report.initialised == [] and len(report.loaded) == len(mit_model().backbone.state_dict())
+    assert all(k.startswith("decode_head.") for k in report.unused)
 
 
 def test_hf_config_that_contradicts_the_model(hf_segformer):
@@ -424,3 +429,139 @@ def test_format_detection_and_report_text():
         "alpha",
     ]
     assert group_names(names) == ["backbone.block*.*.attn.q.{bias,weight} (3)", "alpha"]
+
+
+# --------------------------------------------------------------------------- Swin
+
+TINY_SWIN = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+
+def swin_model(modalities: Sequence[str] = ("rgb",), window: int = 3) -> nn.Module:
+    config = gf.SwinConfig(**TINY_SWIN, window_size=window)
+    return gf.build_segmentor(config, 5, modalities=modalities, head_embed_dim=32).eval()
+
+
+@pytest.fixture(scope="module")
+def hf_swin(tmp_path_factory):
+    """A random transformers ``SwinModel`` (window 3) saved as a folder."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.SwinConfig(
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_SWIN.items()},
+        window_size=3,
+        image_size=128,
+    )
+    model = transformers.SwinModel(config).eval()
+    randomize(model, seed=2)
+    folder = tmp_path_factory.mktemp("hf_swin")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def hf_swin_stage_maps(hf: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """transformers' four stage outputs before patch merging, NCHW (what our output norms see)."""
+    embeddings, size = hf.embeddings(x)
+    out = hf.encoder(
+        embeddings, size, output_hidden_states=True, output_hidden_states_before_downsampling=True
+    )
+    return list(out.reshaped_hidden_states[1:])
+
+
+def test_hf_swin_features_match_transformers(hf_swin):
+    """Our four feature maps are transformers' stage outputs through our fresh output norms.
+
+    The output norms (``norm0..3``) are not in a classification model, so they stay at their
+    initial identity affine and each feature is ``layer_norm(stage output, eps=1e-6)``. The only
+    other eps difference is the patch-embedding norm (1e-6 here, 1e-5 in transformers): with it
+    equal, float64 agrees to rounding (5e-15); with each side's own it moves the unit-scale
+    features by up to 4e-5 (measured in float64), so float32 is held to 1e-4.
+    """
+    hf, folder = hf_swin
+    model = swin_model()
+    report = gf.load_pretrained_backbone(model, folder)
+    assert report.format == "swin-hf"
+    assert set(report.unused) == {"layernorm.weight", "layernorm.bias"}
+    assert sorted(report.initialised) == sorted(
+        [f"backbone.norm{s}.{leaf}" for s in range(4) for leaf in ("weight", "bias")]
+        + [f"head.{k}" for k in model.head.state_dict()]
+    )
+
+    x = torch.randn(2, 3, 128, 160, generator=torch.Generator().manual_seed(5))
+    for dtype, eps, atol in ((torch.float32, None, 1e-4), (torch.float64, 1e-5, 1e-10)):
+        model, hf = model.to(dtype), hf.to(dtype)
+        if eps is not None:
+            model.backbone.patch_embed.norm.eps = eps
+        with torch.no_grad():
+            ours = model.forward_features([x.to(dtype)])
+            theirs = hf_swin_stage_maps(hf, x.to(dtype))
+        for s, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            assert a.shape[1:] == b.shape == (2, 16 * 2**s, -(-32 // 2**s), -(-40 // 2**s))
+            expected = F.layer_norm(b.movedim(1, -1), b.shape[1:2], eps=1e-6).movedim(-1, 1)
+            torch.testing.assert_close(a[0], expected, rtol=0, atol=atol)
+    hf.float()
+
+
+def test_original_swin_imagenet_file_into_a_larger_window(tmp_path):
+    state = swin_imagenet_state(16, TINY_SWIN["depths"], TINY_SWIN["num_heads"], window=7)
+    torch.save({"model": state, "epoch": 299}, tmp_path / "swin_tiny_patch4_window7_224.pth")
+    model = swin_model(("rgb", "depth"), window=12)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = gf.load_pretrained_backbone(model, tmp_path / "swin_tiny_patch4_window7_224.pth")
+
+    assert report.format == "swin-imagenet"
+    derived = [k for k in state if k.endswith(("relative_position_index", "attn_mask"))]
+    assert len(derived) == 8 + 4
+    assert set(report.unused) == set(derived) | {
+        "norm.weight",
+        "norm.bias",
+        "head.weight",
+        "head.bias",
+    }
+    new = fusion_keys(model) + ["alpha"] + [f"head.{k}" for k in model.head.state_dict()]
+    new += [f"backbone.norm{s}.{leaf}" for s in range(4) for leaf in ("weight", "bias")]
+    assert sorted(report.initialised) == sorted(new)
+    assert all(torch.equal(model.state_dict()[k], before[k]) for k in new)
+    assert len(report.loaded) == len(state) - len(report.unused)
+
+    ours = model.state_dict()
+    table = "layers.2.blocks.1.attn.relative_position_bias_table"
+    assert ours[f"backbone.{table}"].shape == (23 * 23, 2)
+    torch.testing.assert_close(ours[f"backbone.{table}"], resize_position_bias(state[table], 12))
+    for row in ours["backbone.patch_embed.norm.weight"]:
+        assert torch.equal(row, state["patch_embed.norm.weight"])
+    assert torch.equal(
+        ours["backbone.layers.1.blocks.0.norm1.bias"], state["layers.1.blocks.0.norm1.bias"]
+    )
+    assert any("resized (bicubic) to window 12" in n for n in report.notes)
+
+    same = swin_model(window=7)
+    gf.load_pretrained_backbone(same, tmp_path / "swin_tiny_patch4_window7_224.pth")
+    assert torch.equal(same.state_dict()[f"backbone.{table}"], state[table])
+
+
+def test_position_bias_resize():
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(13 * 13, 3, generator=gen)
+    assert torch.equal(resize_position_bias(table, 7), table)
+    flat = torch.full((13 * 13, 2), 0.25)
+    torch.testing.assert_close(resize_position_bias(flat, 12), torch.full((23 * 23, 2), 0.25))
+    # The centre (zero offset) stays the centre: row (2w-1)^2 // 2 in both layouts.
+    peak = torch.zeros(13 * 13, 1)
+    peak[13 * 13 // 2] = 1.0
+    resized = resize_position_bias(peak, 12)
+    assert resized.argmax().item() == 23 * 23 // 2
+
+
+def test_swin_shape_and_family_mismatches(tmp_path, hf_swin):
+    _, folder = hf_swin
+    state = swin_imagenet_state(16, TINY_SWIN["depths"], (1, 2, 4, 4), window=7)
+    torch.save({"model": state}, tmp_path / "heads.pth")
+    with pytest.raises(
+        ValueError, match=r"layers\.2\.blocks\.0\.attn\.relative_position_bias_table"
+    ):
+        gf.load_pretrained_backbone(swin_model(), tmp_path / "heads.pth")
+    with pytest.raises(ValueError, match="does not fit a MixTransformer"):
+        gf.load_pretrained_backbone(mit_model(), folder)
+    with pytest.raises(ValueError, match="does not fit a SwinTransformer"):
+        mit = segformer_imagenet_state(TINY_MIT["embed_dims"], TINY_MIT["depths"], (8, 4, 2, 1))
+        torch.save(mit, tmp_path / "mit.pth")
+        gf.load_pretrained_backbone(swin_model(), tmp_path / "mit.pth")

@@ -642,12 +642,19 @@ def load_pretrained_backbone(
             f"{path} ({FORMAT_NAMES[fmt]}) does not fit this model:\n  " + "\n  ".join(problems)
         )
 
-    head_values = _match_head(model, converted, head if prefix else False, report, str(path))
+    if prefix:
+        head_values = _match_head(model, converted, head, report, str(path))
+    else:
+        head_values = {}
+        for key in converted.tensors:
+            if key.startswith("head."):
+                report.unused[converted.sources[key]] = "decode head (loading a bare backbone)"
     if copied_norms and any(ours[k].shape[0] > 1 for k in norms if k in values):
         report.notes.append(
             f"{copied_norms} per-modality LayerNorm tensors got the file's single norm in every row"
         )
-    if family == "swin" and prefix + "patch_embed.norm.weight" in values:
+    embed_norm = prefix + "patch_embed.norm.weight"
+    if family == "swin" and embed_norm in values and ours[embed_norm].shape[0] > 1:
         report.notes.append(
             "the paper's Swin loader leaves its per-modality patch-embedding norm at ones/zeros "
             "(its renaming misses them); here it starts from the file's norm"
