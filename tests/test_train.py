@@ -167,9 +167,9 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_checkpoint(config, tmp_
     calls = {"n": 0}
     real = train_module.segmentation_loss
 
-    def poisoned(outputs, label, ignore_index=255):
+    def poisoned(outputs, label, ignore_index=255, **kwargs):
         calls["n"] += 1
-        total, parts = real(outputs, label, ignore_index)
+        total, parts = real(outputs, label, ignore_index, **kwargs)
         return (total * float("nan"), parts) if calls["n"] == 5 else (total, parts)
 
     monkeypatch.setattr(train_module, "segmentation_loss", poisoned)
@@ -290,3 +290,23 @@ def test_checkpoint_of_another_model_is_refused(main, full_run, data_root, tmp_p
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "does not fit this model" in err and "head.linear_c1.proj.weight" in err
+
+
+def test_pretrained_backbone_starts_the_run(config, tmp_path):
+    from test_pretrained import segformer_imagenet_state  # the original SegFormer file layout
+
+    tiny = config.arch_overrides
+    state = segformer_imagenet_state(tiny["embed_dims"], tiny["depths"], (8, 4, 2, 1))
+    path = tmp_path / "mit_tiny.pth"
+    torch.save(state, path)
+    trainer = Trainer(
+        config.replace(pretrained=str(path)), D.setup_distributed("cpu"), tmp_path / "run"
+    )
+    try:
+        ours = trainer.model.state_dict()
+        assert torch.equal(ours["backbone.block1.0.attn.q.weight"], state["block1.0.attn.q.weight"])
+        for row in ours["backbone.norm4.weight"]:
+            assert torch.equal(row, state["norm4.weight"])
+    finally:
+        trainer.close()
+    assert "pretrained weights from" in (tmp_path / "run" / "train.log").read_text()

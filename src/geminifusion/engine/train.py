@@ -378,8 +378,8 @@ class Trainer:
                     "--pretrained: loading ImageNet backbone weights is not available in this "
                     "installation (geminifusion.load_pretrained_backbone)"
                 )
-            loader(self.model, c.pretrained)
-            self.log(f"backbone weights from {c.pretrained}")
+            report = loader(self.model, c.pretrained)
+            self.log(str(report) if report is not None else f"backbone from {c.pretrained}")
         elif c.arch.startswith(("mit_", "swin_")) and not c.finetune and c.dataset != "synthetic":
             self.log("note: no --pretrained backbone; the paper starts from ImageNet weights")
         if c.finetune:
