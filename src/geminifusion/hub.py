@@ -33,7 +33,7 @@ _META_KEYS = {
     "geminifusion_version",
     "class_names",
     "dtype",
-    "training",
+    "source_checkpoint",
 }
 # Default input names by modality count when a reference checkpoint does not say.
 DEFAULT_MODALITIES = {2: ("rgb", "depth"), 4: ("rgb", "depth", "event", "lidar")}
@@ -55,7 +55,7 @@ def save_pretrained(
     model: nn.Module,
     directory: str | os.PathLike,
     class_names: Sequence[str] | None = None,
-    training: dict | None = None,
+    source_checkpoint: dict | None = None,
 ) -> Path:
     """Write ``model`` as ``directory/config.json`` + ``directory/model.safetensors``.
 
@@ -63,7 +63,8 @@ def save_pretrained(
         model: a segmentor built by ``build_segmentor`` (its ``spec`` rebuilds it).
         directory: created if missing; existing files of these two names are replaced.
         class_names: one name per class; defaults to ``model.class_names`` when set.
-        training: small JSON-able facts to keep (a converted checkpoint's epoch, best score).
+        source_checkpoint: JSON-able facts of the checkpoint this model was converted from
+            (its layout, epoch, best score), so that converting back restores them.
 
     Returns:
         The folder.
@@ -93,8 +94,8 @@ def save_pretrained(
         "class_names": class_names,
         "dtype": str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else None,
     }
-    if training:
-        config["training"] = training
+    if source_checkpoint:
+        config["source_checkpoint"] = source_checkpoint
     text = json.dumps(config, indent=2) + "\n"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
@@ -335,7 +336,13 @@ def reference_to_folder(
 
     raw = read_checkpoint(checkpoint)
     state = unwrap_state_dict(raw, str(checkpoint))
-    checkpoint_meta = {k: raw[k] for k in ("epoch_start", "best_val", "epoch") if k in raw}
+    kept = {k: raw[k] for k in ("epoch_start", "best_val", "epoch") if k in raw}
+    source = {k: v.item() if hasattr(v, "item") else v for k, v in kept.items()}
+    if isinstance(raw.get("segmenter"), dict):
+        source["layout"] = "saver"
+    else:  # the DeLiVER branch saves a bare state dict
+        prefixed = all(k.startswith("module.") for k in raw if isinstance(raw[k], torch.Tensor))
+        source["layout"] = "module_state_dict" if prefixed else "state_dict"
     facts = describe_reference(state)
     count = facts["num_modalities"]
     if modalities is None:
@@ -351,25 +358,32 @@ def reference_to_folder(
     )
     converted = from_reference_state_dict(model, state, str(checkpoint))
     model.load_state_dict(converted, strict=True)
-    meta = {k: v.item() if hasattr(v, "item") else v for k, v in checkpoint_meta.items()}
-    save_pretrained(model, directory, class_names=class_names, training=meta or None)
+    save_pretrained(model, directory, class_names=class_names, source_checkpoint=source)
     return model
 
 
 def folder_to_reference(directory: str | os.PathLike, checkpoint: str | os.PathLike) -> Path:
-    """Write a model folder as a checkpoint in the reference ``Saver`` layout (``module.`` keys).
+    """Write a model folder as a checkpoint of the paper's code.
 
-    Training facts kept by :func:`reference_to_folder` (``epoch_start``, ``best_val``) are
-    written back beside the weights.
+    The layout is the one the folder was converted from (kept in ``config.json``): the ``Saver``
+    format ``{"segmenter": {"module." + key: ...}, "epoch_start", "best_val"}`` by default, or a
+    bare state dict as the DeLiVER branch writes it.
     """
     from geminifusion.checkpoints import to_reference_state_dict
 
     config = read_config(directory)
     model = from_pretrained(directory)
-    segmenter = OrderedDict(
-        ("module." + k, v.clone()) for k, v in to_reference_state_dict(model).items()
-    )
-    payload = {"segmenter": segmenter, **(config.get("training") or {})}
+    facts = dict(config.get("source_checkpoint") or {})
+    layout = facts.pop("layout", "saver")
+    state = OrderedDict((k, v.clone()) for k, v in to_reference_state_dict(model).items())
+    if layout == "state_dict":
+        payload = state
+    elif layout in ("saver", "module_state_dict"):
+        payload = OrderedDict(("module." + k, v) for k, v in state.items())
+        if layout == "saver":
+            payload = {"segmenter": payload, **facts}
+    else:
+        raise ValueError(f"{directory}: unknown source checkpoint layout {layout!r}")
     checkpoint = Path(checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(checkpoint, lambda p: torch.save(payload, p))
