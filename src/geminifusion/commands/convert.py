@@ -20,8 +20,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", type=Path, help="reference checkpoint file, or a model folder")
-    parser.add_argument("output", type=Path, help="model folder, or checkpoint file")
+    parser.add_argument(
+        "input", metavar="IN", type=Path, help="reference checkpoint file, or a model folder"
+    )
+    parser.add_argument("output", metavar="OUT", type=Path, help="model folder, or checkpoint file")
     parser.add_argument(
         "--arch",
         help="variant name (mit_b3, swin_large_window12, ...), a JSON config object or a .json "
