@@ -119,10 +119,18 @@ def test_training_updates_equal_the_reference_optimiser_bit_for_bit():
         assert torch.equal(p, q), name
 
 
-def test_groups_follow_the_reference_rule():
+TINY_SWIN = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
+
+
+@pytest.mark.parametrize("family", ["mit", "swin"])
+def test_groups_follow_the_reference_rule(family):
     """Encoder weights decay, encoder norms (reference names containing "norm") do not, the
     decoder runs at 10x, alpha is left out unless asked."""
-    model = tiny_model()
+    torch.manual_seed(0)
+    if family == "mit":
+        model = tiny_model()
+    else:
+        model = gf.build_segmentor(gf.SwinConfig(**TINY_SWIN), num_classes=5, head_embed_dim=16)
     groups = {g["name"]: g for g in parameter_groups(model, 1e-4, 0.01)}
     assert set(groups) == {"encoder", "encoder_norm", "decoder"}
     assert (groups["encoder"]["lr"], groups["encoder"]["weight_decay"]) == (1e-4, 0.01)
