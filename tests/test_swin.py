@@ -1,0 +1,276 @@
+"""Swin backbones: reference parity (swin_mini_sun), official key layouts, odd sizes, twins."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import geminifusion as gf
+from geminifusion.backbones.swin import SWIN_VARIANTS, SwinTransformer, WindowAttention
+from geminifusion.checkpoints import from_reference_state_dict, read_checkpoint, unwrap_state_dict
+from plain_fusion import swap_in_plain_fusion
+
+MINI_SUN = gf.SwinConfig(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
+# Narrow, but with a shifted block in every stage.
+TINY = gf.SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7)
+TINY12 = gf.SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=12)
+
+
+def randomise(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
+    """Move every value away from its init so that each term of the model matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            if p.is_floating_point():
+                noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+                p.copy_(p.abs() + 0.5 if "running_var" in name else noise * scale + p)
+    return model
+
+
+# --------------------------------------------------------------------------- plain twin
+
+
+def plain_window_attention(attn: WindowAttention, x: torch.Tensor) -> torch.Tensor:
+    """Window attention the way the reference writes it: pad, roll, partition, one masked
+    softmax over all windows with the full ``(nW, N, N)`` mask, reverse, roll back, crop."""
+    s, height, width, c = x.shape
+    ws, shift, heads = attn.window_size, attn.shift_size, attn.num_heads
+    x = F.pad(x, (0, 0, 0, -width % ws, 0, -height % ws))
+    hp, wp = x.shape[1:3]
+    if shift:
+        x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+    windows = x.view(s, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    windows = windows.reshape(-1, ws * ws, c)
+    qkv = attn.qkv(windows).view(windows.shape[0], ws * ws, 3, heads, c // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    scores = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)
+
+    table = attn.relative_position_bias_table
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij"))
+    rel = coords.flatten(1)[:, :, None] - coords.flatten(1)[:, None, :] + ws - 1
+    bias = table[(rel[0] * (2 * ws - 1) + rel[1]).flatten()].view(ws * ws, ws * ws, heads)
+    scores = scores + bias.permute(2, 0, 1)
+    if shift:
+        label = torch.zeros(hp, wp)
+        cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
+        for i, rows in enumerate(cuts):
+            for j, cols in enumerate(cuts):
+                label[rows, cols] = 3 * i + j
+        label = label.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+        mask = (label[:, None, :] != label[:, :, None]).to(x.dtype) * -100.0
+        n_windows = mask.shape[0]
+        scores = scores.view(s, n_windows, heads, ws * ws, ws * ws) + mask[None, :, None]
+        scores = scores.view(-1, heads, ws * ws, ws * ws)
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(-1, ws * ws, c)
+    out = attn.proj(out)
+    out = out.view(s, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    out = out.reshape(s, hp, wp, c)
+    if shift:
+        out = torch.roll(out, (shift, shift), dims=(1, 2))
+    return out[:, :height, :width]
+
+
+@pytest.mark.parametrize(
+    ("window", "shift", "size"),
+    [(7, 0, (25, 33)), (7, 3, (25, 33)), (7, 3, (4, 5)), (12, 6, (30, 41)), (12, 6, (12, 24))],
+)
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_window_attention_matches_plain_reference_form(window, shift, size, use_sdpa, monkeypatch):
+    monkeypatch.setattr(WindowAttention, "use_sdpa", use_sdpa)
+    torch.manual_seed(0)
+    attn = randomise(WindowAttention(16, 2, window, shift)).double()
+    with torch.no_grad():
+        attn.relative_position_bias_table.mul_(5)  # a bias large enough to matter
+    x = torch.randn(3, *size, 16, dtype=torch.float64)
+    torch.testing.assert_close(attn(x), plain_window_attention(attn, x), rtol=0, atol=1e-12)
+
+
+def test_window_layout_round_trip():
+    attn = WindowAttention(8, 1, 12, 6)
+    x = torch.arange(2 * 30 * 41, dtype=torch.float64).view(2, 30, 41, 1)
+    layout = attn.layout(x)
+    assert layout.gather.numel() == 2 * 36 * 48
+    assert [count for count, _ in layout.groups] == [2 * 6, 2 * 2, 2 * 3, 2 * 1]
+    flat = x.flatten()
+    assert torch.equal(flat[layout.gather][layout.scatter], flat)
+    padded = torch.ones(layout.gather.numel(), dtype=torch.bool)
+    padded[layout.padding] = False
+    assert padded.sum() == x.numel()
+    assert layout.groups[0][1] is None and all(m.shape == (144, 144) for _, m in layout.groups[1:])
+
+
+# --------------------------------------------------------------------------- reference parity
+
+
+@pytest.fixture(scope="module")
+def reference_model(reference_dir):
+    model = gf.build_segmentor(MINI_SUN, num_classes=37).eval()
+    meta = gf.load_reference_checkpoint(model, reference_dir / "swin_mini_sun.pth")
+    io = torch.load(reference_dir / "swin_mini_sun_io.pt", weights_only=True)
+    return model, meta, io
+
+
+def test_checkpoint_metadata(reference_model):
+    _, meta, _ = reference_model
+    assert meta["epoch_start"] == 149
+    assert meta["best_val"] == pytest.approx(48.30662515893418)
+
+
+def test_float32_outputs_and_features(reference_model):
+    model, _, io = reference_model
+    inputs = [io["rgb"], io["depth"]]
+    with torch.no_grad():
+        outputs = model(inputs)
+        features = model.forward_features(inputs)
+    assert len(outputs) == 3
+    for ours, theirs in zip(outputs, io["outputs"], strict=True):
+        assert ours.shape == theirs.shape == (2, 37, 25, 33)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-5)
+    for s in range(4):
+        for m, name in enumerate(("rgb", "depth")):
+            torch.testing.assert_close(features[s][m], io["features"][name][s], rtol=0, atol=2e-5)
+
+
+def test_float64_outputs_and_features(reference_model):
+    model, _, io = reference_model
+    model64 = gf.build_segmentor(MINI_SUN, num_classes=37).double().eval()
+    model64.load_state_dict(
+        {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    )
+    inputs = [io["rgb"].double(), io["depth"].double()]
+    with torch.no_grad():
+        outputs = model64(inputs)
+        features = model64.forward_features(inputs)
+    for ours, theirs in zip(outputs, io["outputs_fp64"], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
+    for s in range(4):
+        for m, name in enumerate(("rgb", "depth")):
+            theirs = io["features_fp64"][name][s]
+            torch.testing.assert_close(features[s][m], theirs, rtol=0, atol=1e-9)
+
+
+def test_round_trip_to_reference_names(reference_model, reference_dir):
+    model, _, _ = reference_model
+    theirs = unwrap_state_dict(read_checkpoint(reference_dir / "swin_mini_sun.pth"))
+    ours = gf.to_reference_state_dict(model)
+    assert set(ours) == set(theirs) and len(ours) == 272
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype, key
+        assert torch.equal(ours[key], value), key
+
+
+def test_position_index_is_checked_not_loaded(reference_model, reference_dir):
+    model, _, _ = reference_model
+    theirs = unwrap_state_dict(read_checkpoint(reference_dir / "swin_mini_sun.pth"))
+    key = "encoder.body.layers.2.blocks.1.attn.module.relative_position_index"
+    theirs[key] = theirs[key].flip(0)
+    with pytest.raises(ValueError, match="window geometry"):
+        from_reference_state_dict(model, theirs)
+    del theirs[key]
+    with pytest.raises(ValueError, match="missing keys: " + key):
+        from_reference_state_dict(model, theirs)
+
+
+def test_window12_checkpoint_does_not_fit_window7(reference_dir):
+    theirs = unwrap_state_dict(read_checkpoint(reference_dir / "swin_mini_sun.pth"))
+    model = gf.build_segmentor(
+        gf.SwinConfig(32, (2, 2, 2, 2), (1, 2, 4, 8), window_size=12), num_classes=37
+    )
+    with pytest.raises(ValueError, match="relative_position_bias_table"):
+        from_reference_state_dict(model, theirs)
+
+
+@pytest.mark.parametrize("arch", sorted(SWIN_VARIANTS))
+def test_keys_shapes_and_counts_match_official(arch, reference_dir):
+    official = json.loads((reference_dir / "official_keys.json").read_text())["configs"][arch]
+    with torch.device("meta"):
+        model = gf.build_segmentor(arch, num_classes=40)
+    ours = gf.to_reference_state_dict(model)
+    expected = {key: (tuple(shape), dtype) for key, shape, dtype in official["keys"]}
+    got = {key: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for key, t in ours.items()}
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
+    assert got == expected
+    assert len(ours) == official["num_tensors"]
+    assert sum(p.numel() for p in model.parameters()) == official["num_parameters"]
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+@pytest.mark.parametrize(
+    ("config", "size"),
+    [(TINY, (33, 45)), (TINY, (50, 70)), (TINY, (32, 32)), (TINY12, (61, 97)), (TINY12, (99, 38))],
+)
+def test_odd_sizes_forward_and_backward(config, size):
+    model = gf.build_segmentor(config, num_classes=5)
+    x = [torch.randn(2, 3, *size), torch.rand(2, 3, *size)]
+    outputs = model(x)
+    expected = (2, 5, -(-size[0] // 4), -(-size[1] // 4))
+    assert [tuple(o.shape) for o in outputs] == [expected] * 3
+    (outputs[0].sum() + outputs[1].sum()).backward()
+    for stage in model.backbone.layers:
+        for block in stage.blocks:
+            assert block.fusion.in_proj_weight.grad.abs().sum() > 0
+            assert block.attn.relative_position_bias_table.grad.abs().sum() > 0
+    assert model.backbone.patch_embed.norm.weight.grad[1].abs().sum() > 0
+    assert model.alpha.grad is None
+
+
+def test_window12_shift6_model_equals_plain_forms_in_float64(monkeypatch):
+    # Milder than the default: at 0.3 the logits reach hundreds and fp64 rounding shows.
+    model = randomise(gf.build_segmentor(TINY12, num_classes=4), scale=0.1).double().eval()
+    blocks = [b for stage in model.backbone.layers for b in stage.blocks]
+    assert [b.attn.shift_size for b in blocks[:2]] == [0, 6]
+    gen = torch.Generator().manual_seed(0)
+    x = [torch.randn(1, 3, 90, 75, generator=gen, dtype=torch.float64) for _ in range(2)]
+    with torch.no_grad():
+        fast = model(x) + model.forward_features(x)
+        monkeypatch.setattr(WindowAttention, "use_sdpa", False)
+        swap_in_plain_fusion(model)
+        plain = model(x) + model.forward_features(x)
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_norms_per_modality_only_where_the_reference_has_them():
+    model = gf.build_segmentor(TINY, num_classes=3)
+    backbone = model.backbone
+    per_modality = {n for n, p in backbone.named_parameters() if p.dim() >= 1 and p.shape[0] == 2}
+    norms = {n.rsplit(".", 1)[0] for n in per_modality if "norm" in n}
+    assert norms == {"patch_embed.norm", "norm0", "norm1", "norm2", "norm3"}
+    assert all(backbone.get_submodule(n).eps == 1e-6 for n in norms)
+    block = backbone.layers[0].blocks[0]
+    assert block.norm1.eps == block.norm2.eps == backbone.layers[0].downsample.norm.eps == 1e-5
+    assert all(b.fusion.num_heads == 8 for s in backbone.layers for b in s.blocks)
+
+
+def test_single_modality_is_plain_swin():
+    model = gf.build_segmentor(TINY, num_classes=7, modalities=("rgb",))
+    assert not any("fusion" in k for k in model.state_dict())
+    outputs = model([torch.randn(1, 3, 64, 80)])
+    assert len(outputs) == 1 and outputs[0].shape == (1, 7, 16, 20)
+
+
+def test_named_variants_and_config_checks():
+    assert gf.VARIANTS["swin_large_window12"].window_size == 12
+    assert SWIN_VARIANTS["swin_tiny"].embed_dims == (96, 192, 384, 768)
+    with pytest.raises(ValueError, match="4 values"):
+        gf.SwinConfig(depths=(2, 2, 6))
+    with pytest.raises(ValueError, match="not divisible by 5 heads"):
+        gf.SwinConfig(embed_dim=96, num_heads=(5, 6, 12, 24))
+    with pytest.raises(ValueError, match="1 or 2 streams"):
+        SwinTransformer(TINY, num_modalities=3)
+
+
+def test_reference_names():
+    with torch.device("meta"):
+        backbone = SwinTransformer(TINY)
+    name = backbone.reference_name
+    assert name("patch_embed.proj.weight") == "patch_embed.proj.module.weight"
+    assert name("layers.0.blocks.1.attn.qkv.bias") == "layers.0.blocks.1.attn.module.qkv.bias"
+    assert name("layers.1.blocks.0.norm2.weight") == "layers.1.blocks.0.norm2.module.weight"
+    assert name("layers.3.blocks.1.mlp.fc2.bias") == "layers.3.blocks.1.mlp.fc2.module.bias"
+    assert name("layers.2.downsample.norm.bias") == "layers.2.downsample.module.norm.bias"
