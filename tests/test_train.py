@@ -310,3 +310,8 @@ def test_pretrained_backbone_starts_the_run(config, tmp_path):
     finally:
         trainer.close()
     assert "pretrained weights from" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_checkpoint_of_another_class_count_says_so(config, full_run):
+    with pytest.raises(ValueError, match="predicts 7 classes, the model 5"):
+        load_weights(build_model(config, 5), full_run.last_checkpoint)

@@ -153,6 +153,12 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
         problems.append(f"unexpected keys: {_names(unexpected)}")
     if shapes:
         problems.append(f"shape mismatches (checkpoint != model): {_names(shapes)}")
+    pred = "head.linear_pred.weight"
+    if pred in state and pred in ours and state[pred].shape[0] != ours[pred].shape[0]:
+        problems.append(
+            f"the checkpoint predicts {state[pred].shape[0]} classes, the model "
+            f"{ours[pred].shape[0]} (--finetune starts from another class count)"
+        )
     if problems:
         from geminifusion.checkpoints import describe
 

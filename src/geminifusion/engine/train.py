@@ -160,18 +160,23 @@ def _process_seed(seed: int, rank: int) -> int:
 
 
 def _on_main(ctx: D.DistContext, fn):
-    """Run ``fn`` on rank 0 and hand its result, or its error, to every process."""
-    result, error = None, None
+    """Run ``fn`` on rank 0 and hand its result, or its error, to every process.
+
+    The other processes must not wait forever on a rank 0 that failed: they raise too.
+    """
+    result, failure, message = None, None, None
     if ctx.is_main:
         try:
             result = fn()
-        except (ValueError, FileNotFoundError, TrainingError) as err:
-            error = (type(err).__name__, str(err))
+        except Exception as err:
+            failure, message = err, (type(err).__name__, str(err))
     if ctx.distributed:
-        result, error = D.broadcast_object((result, error))
-    if error is not None:
-        kind = {"FileNotFoundError": FileNotFoundError, "TrainingError": TrainingError}
-        raise kind.get(error[0], ValueError)(error[1])
+        result, message = D.broadcast_object((result, message))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        kinds = {"FileNotFoundError": FileNotFoundError, "TrainingError": TrainingError}
+        raise kinds.get(message[0], ValueError)(message[1])
     return result
 
 
