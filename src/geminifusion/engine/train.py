@@ -229,6 +229,8 @@ def prepare_run_folder(
         resume_path = str(run_dir / LAST)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
+    for torn in (run_dir / "checkpoints").glob(".*.tmp"):  # a write cut short by a kill
+        torn.unlink()
     if not resume:
         (run_dir / LOG_FILE).unlink(missing_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
