@@ -293,6 +293,14 @@ class Trainer:
         )
         if ctx.is_main:
             self._log_file = open(self.run_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            self._setup(resume_path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume_path: str | None) -> None:
+        config, ctx = self.config, self.ctx
         data_root = _on_main(ctx, lambda: _prepare_data_root(config, self.run_dir))
         self._build_data(data_root)
 
@@ -321,8 +329,6 @@ class Trainer:
             self.scaler = torch.amp.GradScaler("cuda")
             if self.checkpoint is not None and self.checkpoint.get("grad_scaler"):
                 self.scaler.load_state_dict(self.checkpoint["grad_scaler"])
-
-    # ---------------------------------------------------------------- set-up
 
     def _build_data(self, root: str) -> None:
         from geminifusion.data import build_dataset
