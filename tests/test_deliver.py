@@ -281,3 +281,19 @@ def test_convert_recognises_the_deliver_checkpoint(reference, tmp_path):
     assert list(converted.modalities) == list(MODALITIES)
     for key, value in model.state_dict().items():
         assert torch.equal(converted.state_dict()[key], value), key
+
+
+def test_imagenet_segformer_weights_initialise_every_input(tmp_path):
+    from test_pretrained import segformer_imagenet_state
+
+    config = gf.VARIANTS["mit_b0"]
+    state = segformer_imagenet_state(config.embed_dims, config.depths, config.sr_ratios)
+    torch.save(state, tmp_path / "mit_b0.pth")
+    model = gf.build_segmentor("deliver_mit_b0", 25, MODALITIES)
+    report = gf.load_pretrained_backbone(model, tmp_path / "mit_b0.pth")
+    assert not any("score_nets" in k or ".fusion." in k for k in report.loaded)
+    assert all(f"score_nets.{i}" in " ".join(report.initialised) for i in range(4))
+    norms = model.state_dict()["backbone.patch_embed2.norm.weight"]
+    assert norms.shape[0] == 4 and all(
+        torch.equal(r, state["patch_embed2.norm.weight"]) for r in norms
+    )
