@@ -13,15 +13,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="synthetic LiDAR + camera demo: LiDAR only vs sum fusion vs GeminiFusion",
         description=(
             "Train a small per-point classifier on random synthetic scenes (points + a camera "
-            "image; red and blue cars differ only in colour) LiDAR-only, with MVX-Net's sum "
-            "fusion and with GeminiFusion, over several seeds, and print per-class IoU. "
+            "image; red and blue cars differ only in colour) LiDAR-only, with sum fusion "
+            "(MVX-Net, and after every layer) and with GeminiFusion, over several seeds, and "
+            "print per-class IoU. "
             "Synthetic data: says nothing about KITTI detection AP."
         ),
     )
     parser.add_argument("--size", default="full", help="preset: full (minutes) or tiny (seconds)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (data and init)")
     parser.add_argument(
-        "--methods", nargs="+", choices=("lidar", "sum", "gemini"), help="models to train"
+        "--methods", nargs="+", choices=("lidar", "sum", "sum_every", "gemini"), help="models"
     )
     parser.add_argument("--epochs", type=int, help="training epochs per run")
     parser.add_argument("--train-scenes", type=int, help="training scenes per seed")
