@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geminifusion.commands.convert",
     "geminifusion.commands.data",
     "geminifusion.commands.train",
+    "geminifusion.commands.evaluate",
     "geminifusion.commands.detection3d",
 )
 
