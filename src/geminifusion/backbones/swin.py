@@ -289,12 +289,13 @@ class WindowAttention(nn.Module):
         if layout.padding.numel():
             tokens.index_fill_(0, layout.padding, 0.0)
         qkv = self.qkv(tokens).view(-1, n, 3, h, c // h)  # (windows, N, 3, heads, head_dim)
-        bias = self.position_bias().to(x.dtype)
+        bias = self.position_bias().to(qkv.dtype)  # qkv may be lower precision under autocast
         outputs, start = [], 0
         for count, mask in layout.groups:
             q, k, v = qkv[start : start + count].transpose(1, 3).unbind(2)  # (count, heads, N, d)
             start += count
-            out = self.attend(q, k, v, (bias if mask is None else bias + mask)[None])
+            mask = bias if mask is None else bias + mask.to(bias.dtype)
+            out = self.attend(q, k, v, mask[None])
             outputs.append(out.transpose(1, 2).reshape(count * n, c))
         out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
         return self.proj(out.index_select(0, layout.scatter)).view(x.shape)
