@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,12 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from geminifusion.backbones.deliver import DeliverConfig
-from geminifusion.engine.evaluate import build_eval_loader, evaluate
 from geminifusion.engine.losses import ohem_loss, segmentation_loss
 from geminifusion.engine.robustness import (
     DroppedModality,
     dead_sensor,
-    format_condition_table,
     format_robustness_table,
     modality_dropout,
     robustness_report,
@@ -99,14 +98,14 @@ def deliver_root(tmp_path_factory):
     from geminifusion.data import generate_synthetic_deliver
 
     root = tmp_path_factory.mktemp("deliver") / "synthetic"
-    generate_synthetic_deliver(root, num=10, size=(64, 64), conditions=("sun", "night", "fog"))
+    generate_synthetic_deliver(root, num=10, size=(32, 48), conditions=("sun", "night", "fog"))
     return root
 
 
 def _dataset(root, split, train=False):
     from geminifusion.data import build_dataset
 
-    options = {"crop_size": (64, 64), "train": True} if train else {"eval_short_side": None}
+    options = {"crop_size": (32, 48), "train": True} if train else {"eval_short_side": None}
     return build_dataset("deliver", root, split, modalities=MODALITIES, **options)
 
 
@@ -122,16 +121,18 @@ def test_dropped_modality_view(deliver_root):
         DroppedModality(data, "thermal")
 
 
-def test_engine_trains_deliver_then_tables_per_condition_and_dropped_sensor(deliver_root, tmp_path):
+def test_engine_trains_deliver_then_eval_prints_condition_and_sensor_tables(
+    deliver_root, tmp_path, capsys
+):
+    from geminifusion.cli import main
     from geminifusion.configs import get_preset
-    from geminifusion.engine.state import load_weights
     from geminifusion.engine.train import build_model, train
 
     config = get_preset("deliver_mit_b0").replace(
         data_root=str(deliver_root),
         arch_overrides={"embed_dims": [8, 16, 32, 64], "depths": [1] * 4, "num_heads": [1] * 4},
         head_embed_dim=16,
-        crop_size=[64, 64],
+        crop_size=[32, 48],
         batch_size=4,
         stage_epochs=[1],
         warmup_iters=1,
@@ -145,19 +146,26 @@ def test_engine_trains_deliver_then_tables_per_condition_and_dropped_sensor(deli
     assert config.loss == "ohem" and config.head_embed_dim == 16
     result = train(config, tmp_path / "run", progress=False)
     assert result.finished and result.iterations == 2
-    model = build_model(config, 25)
-    load_weights(model, result.last_checkpoint)
 
-    val = _dataset(deliver_root, "val")
-    report = robustness_report(model, val, 25, mode="zeros")
-    assert list(report) == ["none", "depth", "event", "lidar"]
-    by_condition = report["none"]
-    assert list(by_condition) == ["fog", "sun", "overall"]
-    whole = evaluate(model, build_eval_loader(val), 25, progress=False)
-    for name in model.output_names:
-        assert by_condition["overall"][name]["mIoU"] == pytest.approx(whole[name]["mIoU"])
-    table = format_robustness_table(report)
-    print(format_condition_table(by_condition), table, sep="\n")
-    assert "ensemble mIoU" in table and "overall" in table
-    paths = save_report(report, tmp_path, "robustness", table)
+    # geminifusion eval RUN --by-condition --drop-modality all: both tables printed and saved.
+    code = main(["eval", str(tmp_path / "run"), "--by-condition", "--drop-modality", "all"])
+    shown = capsys.readouterr().out
+    assert code == 0 and "mIoU per condition" in shown and "dropped (ensemble mIoU)" in shown
+    print(shown)
+    saved = json.loads((tmp_path / "run" / "eval" / "robustness_zeros.json").read_text())
+    assert list(saved) == ["none", "depth", "event", "lidar"]
+    assert list(saved["none"]) == ["fog", "sun", "overall"]
+    assert (tmp_path / "run" / "eval" / "robustness_zeros.txt").is_file()
+    assert (tmp_path / "run" / "eval" / "eval_val.json").is_file()
+
+    # The overall row sums the per-condition matrices: it equals the trainer's one-pass validation.
+    for name, scores in result.last_val.items():
+        assert saved["none"]["overall"][name]["mIoU"] == pytest.approx(scores["mIoU"])
+    model = build_model(config, 25)
+    with pytest.raises(ValueError, match="cannot drop \\['thermal'\\]"):
+        robustness_report(model, _dataset(deliver_root, "val"), 25, drops=[None, "thermal"])
+    assert "ensemble mIoU" in format_robustness_table(
+        {k: {g: {"ensemble": {"mIoU": 1.0}} for g in ("fog", "overall")} for k in ("none", "event")}
+    )
+    paths = save_report({"none": {}}, tmp_path / "saved", "report", "table")
     assert all(p.is_file() for p in paths)

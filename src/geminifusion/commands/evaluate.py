@@ -87,6 +87,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="folder for the JSON and text results")
     p.add_argument("--batch-size", type=int, help="images per forward (default: val_batch_size)")
     _add_test_options(p)
+    from geminifusion.engine.robustness import add_robustness_options
+
+    add_robustness_options(p)
     p.set_defaults(func=run_eval)
 
     p = subparsers.add_parser(
@@ -263,6 +266,7 @@ def _evaluate_checkpoint(args, config, checkpoint, run_dir, out, options, ctx) -
     from geminifusion.data import build_dataset
     from geminifusion.engine.evaluate import build_eval_loader, evaluate
     from geminifusion.engine.metrics import format_report, to_json_ready
+    from geminifusion.engine.robustness import run_robustness, wants_robustness
     from geminifusion.engine.state import load_weights
     from geminifusion.engine.train import build_model
 
@@ -299,15 +303,32 @@ def _evaluate_checkpoint(args, config, checkpoint, run_dir, out, options, ctx) -
             f"{ctx.world_size} process(es) on {ctx.device}",
             flush=True,
         )
-    results = evaluate(
-        model,
-        loader,
-        num_classes,
-        ctx.device,
-        **options,
-        autocast_dtype=amp,
-        progress=_progress(args),
-    )
+    if wants_robustness(args):  # per condition and/or with dead sensors; then the usual report
+        tables = run_robustness(
+            args,
+            model,
+            dataset,
+            num_classes,
+            ctx.device,
+            out,
+            ctx.is_main,
+            batch_size=args.batch_size or config.val_batch_size,
+            num_workers=config.num_workers,
+            **options,
+            autocast_dtype=amp,
+            progress=_progress(args),
+        )
+        results = tables["none"]["overall"]
+    else:
+        results = evaluate(
+            model,
+            loader,
+            num_classes,
+            ctx.device,
+            **options,
+            autocast_dtype=amp,
+            progress=_progress(args),
+        )
     if not ctx.is_main:
         return 0
     report = format_report(results, dataset.class_names)

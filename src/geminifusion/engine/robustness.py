@@ -181,11 +181,12 @@ def robustness_report(
     net = getattr(model, "module", model)
     if drops is None:
         drops = [None, *net.modalities[1:]]
+    unknown = [name for name in drops if name is not None and name not in net.modalities]
+    if unknown:
+        raise ValueError(f"cannot drop {unknown}: the model takes {', '.join(net.modalities)}")
     report = {}
     for name in drops:
         data = dataset if name is None else DroppedModality(dataset, name, mode, seed)
-        if name is not None and name not in net.modalities:
-            raise ValueError(f"cannot drop {name!r}: the model takes {', '.join(net.modalities)}")
         report[NO_DROP if name is None else name] = evaluate_conditions(
             model, data, num_classes, device, **options
         )
@@ -224,3 +225,69 @@ def save_report(report: Mapping, out_dir: str | Path, stem: str, table: str) -> 
     paths[0].write_text(json.dumps(to_json_ready(report), indent=2) + "\n", encoding="utf-8")
     paths[1].write_text(table + "\n", encoding="utf-8")
     return paths
+
+
+# ------------------------------------------------------------------------ command-line options
+
+
+def add_robustness_options(parser) -> None:
+    """``--drop-modality``, ``--drop-mode`` and ``--by-condition`` for ``geminifusion eval``."""
+    g = parser.add_argument_group("sensor failure and conditions (multi-sensor data)")
+    g.add_argument(
+        "--drop-modality",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also score with this input dead (repeatable; 'all': each non-RGB input in turn); "
+        "prints and saves a table of mIoU per dropped modality",
+    )
+    g.add_argument(
+        "--drop-mode",
+        choices=DROP_MODES,
+        default="zeros",
+        help="what a dead sensor feeds the model: zeros (default) or uniform noise",
+    )
+    g.add_argument(
+        "--by-condition",
+        action="store_true",
+        help="score each condition (DeLiVER: cloud, fog, night, rain, sun) and overall",
+    )
+
+
+def wants_robustness(args) -> bool:
+    return bool(getattr(args, "drop_modality", None) or getattr(args, "by_condition", False))
+
+
+def run_robustness(
+    args,
+    model: nn.Module,
+    dataset: Dataset,
+    num_classes: int,
+    device: torch.device | str,
+    out: str | Path,
+    is_main: bool = True,
+    **options,
+) -> dict:
+    """The ``eval`` path for the options above: tables printed (rank 0) and saved to ``out``."""
+    modalities = list(getattr(model, "module", model).modalities)
+    drops: list[str | None] = [None]
+    for name in args.drop_modality:
+        names = modalities[1:] if name == "all" else [name]
+        for n in names:
+            if n not in modalities:
+                raise ValueError(f"--drop-modality {n}: the model takes {', '.join(modalities)}")
+            if n not in drops:
+                drops.append(n)
+    report = robustness_report(
+        model, dataset, num_classes, device, drops=drops, mode=args.drop_mode, **options
+    )
+    if is_main:
+        intact = report[NO_DROP]
+        text = f"mIoU per condition (nothing dropped):\n{format_condition_table(intact)}"
+        if len(drops) > 1:
+            text += f"\n\nmIoU with one input dead ({args.drop_mode}):\n"
+            text += format_robustness_table(report)
+        print(text)
+        paths = save_report(report, out, f"robustness_{args.drop_mode}", text)
+        print(f"saved {paths[0]} and {paths[1].name}")
+    return report
