@@ -191,6 +191,7 @@ def test_any_modality_count_forward_backward_odd_size(count):
         assert len(nets) == count
         assert all(nets[e][1].weight.grad.abs().sum() > 0 for e in range(count - 1))
         assert nets[count - 1][1].weight.grad is None  # built by the reference, never used
+        assert not any(p.requires_grad for p in nets[count - 1].parameters())
 
 
 def test_two_inputs_is_the_main_branch_backbone():
@@ -297,3 +298,21 @@ def test_imagenet_segformer_weights_initialise_every_input(tmp_path):
     assert norms.shape[0] == 4 and all(
         torch.equal(r, state["patch_embed2.norm.weight"]) for r in norms
     )
+
+
+def test_distributed_data_parallel_needs_no_unused_parameter_search():
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        model = gf.build_segmentor(TINY, 4, MODALITIES)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        for _ in range(2):  # the second backward fails if a parameter got no gradient
+            sum(o.sum() for o in ddp(inputs(1, (32, 32)))).backward()
+    finally:
+        dist.destroy_process_group()

@@ -11,7 +11,7 @@ the backbone is the plain two-stream MiT.
 Checkpoint naming follows the reference DeLiVER branch (``backbone.*``, the head as
 ``decode_head.*``, score nets as ``extra_score_predictor.{stage}.score_nets.{i}``). The reference
 builds one score net per input but calls only the first ``M - 1``; the last one is kept so that
-its checkpoints load strictly, and it stays unused (it gets no gradient).
+its checkpoints load strictly, and it is frozen (``requires_grad=False``).
 """
 
 from __future__ import annotations
@@ -108,6 +108,10 @@ class DeliverMiT(MixTransformer):
             self.extra_score_predictor = nn.ModuleList(
                 ScorePredictor(dim, num_modalities) for dim in config.embed_dims
             )
+            for predictor in self.extra_score_predictor:
+                # Never called: frozen, so optimisers skip it and DistributedDataParallel needs
+                # no find_unused_parameters (the reference turns that on for it).
+                predictor.score_nets[-1].requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.trace(x)["features"]
