@@ -274,6 +274,7 @@ def test_train_command(main, data_root, tmp_path, capsys):
         (["--set", "nope=1"], "unknown config key 'nope'"),
         (["--set", "data_root=/does/not/exist", "--set", "dataset=nyudv2"], "does not exist"),
         (["--finetune", "/does/not/exist.pt"], "--finetune: file not found"),
+        (["--pretrained", "/does/not/exist"], "--pretrained: file not found"),
         (["--resume", "/does/not/exist.pt"], "--resume: checkpoint not found"),
         (["--resume", "--overwrite"], "contradict"),
     ],

@@ -97,8 +97,12 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if args.resume and args.overwrite:
         raise CLIError("--resume and --overwrite contradict each other; pick one")
-    for flag, path in (("--finetune", config.finetune), ("--pretrained", config.pretrained)):
-        if path and not os.path.isfile(path) and not args.resume:
+    # --pretrained also takes a transformers folder (config.json + weights).
+    for flag, path, found in (
+        ("--finetune", config.finetune, os.path.isfile),
+        ("--pretrained", config.pretrained, os.path.exists),
+    ):
+        if path and not found(path) and not args.resume:
             raise FileNotFoundError(f"{flag}: file not found: {path}")
 
     from geminifusion.engine.train import TrainingError, train
