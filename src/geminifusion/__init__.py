@@ -1,6 +1,7 @@
 """geminifusion: multimodal semantic segmentation with GeminiFusion (Jia et al., ICML 2024)."""
 
 from geminifusion.backbones import VARIANTS
+from geminifusion.backbones.deliver import DeliverConfig
 from geminifusion.backbones.mit import MiTConfig
 from geminifusion.backbones.swin import SwinConfig
 from geminifusion.checkpoints import load_reference_checkpoint, to_reference_state_dict
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VARIANTS",
+    "DeliverConfig",
     "GeminiFusion",
     "MiTConfig",
     "Segmentor",
