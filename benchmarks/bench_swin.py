@@ -2,13 +2,16 @@
 
 Tables:
 1. swin_tiny forward: fused RGB + depth, the same two streams with the fusion removed, and a
-   single modality; the ratios say what fusing costs over running one modality;
+   single modality (time and operation count); the ratios say what fusing costs over running
+   one modality;
 2. window attention alone at the swin_tiny stage sizes: our layout through SDPA, the same layout
    through a plain masked softmax, and the reference's form (pad, roll, partition, one softmax
    over all windows with the full shift mask, reverse, roll back, crop).
 
 Timings interleave the compared runs and keep the fastest of several repeats (wall clock and
-process CPU time), so a busy machine hurts all sides alike.
+process CPU time), so a busy machine hurts all sides alike; table 1 also counts the
+floating-point operations, which no machine load changes. On a shared machine, run with
+``OMP_WAIT_POLICY=PASSIVE`` so that OpenMP threads waiting for a core do not spin (and count).
 Run: ``python benchmarks/bench_swin.py`` (``--quick`` for a smoke run).
 """
 
@@ -23,6 +26,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the reference-form twin lives with the tests
@@ -56,6 +60,19 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
 
 
+def _addmm_inplace_flops(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+def gflops(fn: Callable[[], object]) -> float:
+    """Floating-point operations of the matrix products, convolutions and attention in ``fn``."""
+    # FlopCounterMode knows addmm but not its in-place form, which the fusion uses.
+    mapping = {torch.ops.aten.addmm_: _addmm_inplace_flops}
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as count:
+        fn()
+    return count.get_total_flops() / 1e9
+
+
 def without_fusion(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of a fused model whose blocks skip GeminiFusion (two streams, shared layers)."""
     model = copy.deepcopy(model)
@@ -80,23 +97,34 @@ def model_ratios(arch: str, batches: list[int], size: tuple[int, int], repeats: 
             },
             repeats,
         )
-        for clock, i in (("wall", 0), ("CPU", 1)):
-            s, f, u = t["single"][i], t["fused"][i], t["unfused"][i]
+        flops = {
+            "single": gflops(partial(single, [rgb])),
+            "fused": gflops(partial(fused, [rgb, depth])),
+            "unfused": gflops(partial(unfused, [rgb, depth])),
+        }
+        measures = {
+            "wall s": {k: v[0] for k, v in t.items()},
+            "CPU s": {k: v[1] for k, v in t.items()},
+            "GFLOP": flops,
+        }
+        for measure, m in measures.items():
+            digits = 1 if measure == "GFLOP" else 3
+            s, f, u = m["single"], m["fused"], m["unfused"]
             rows.append(
                 [
                     arch,
                     batch,
-                    clock,
-                    f"{s:.3f}",
-                    f"{u:.3f}",
-                    f"{f:.3f}",
+                    measure,
+                    f"{s:.{digits}f}",
+                    f"{u:.{digits}f}",
+                    f"{f:.{digits}f}",
                     f"{f / s:.2f}",
                     f"{(f - u) / f:.0%}",
                 ]
             )
     table(
         f"Fused (RGB + depth) vs single-modality forward, {size[0]}x{size[1]}, float32, eval",
-        ["arch", "batch", "clock", "single s", "2 streams, no fusion s", "fused s",
+        ["arch", "batch", "measure", "single", "2 streams, no fusion", "fused",
          "fused / single", "fusion share"],
         rows,
     )  # fmt: skip
