@@ -158,13 +158,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--archs", nargs="*", help="architectures of the ratio table")
     parser.add_argument("--skip", nargs="*", default=[], choices=["ratio", "plain", "layer", "rss"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {torch.get_num_threads()} in use")
     size = (64, 96) if args.quick else (480, 640)
     repeats = 1 if args.quick else args.repeats
-    archs = ["mit_b0"] if args.quick else ["mit_b0", "mit_b2", "mit_b3"]
+    archs = args.archs or (["mit_b0"] if args.quick else ["mit_b0", "mit_b2", "mit_b3"])
     if "ratio" not in args.skip:
         model_ratios(archs, [1, 2], size, repeats)
     if "plain" not in args.skip:
