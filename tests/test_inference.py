@@ -27,6 +27,12 @@ from geminifusion.engine.inference import (
 )
 from geminifusion.engine.metrics import confusion_matrix
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # tiny tensors: more threads only add overhead
+
+
 TINY = MiTConfig(embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1))
 
 

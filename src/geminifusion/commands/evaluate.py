@@ -133,9 +133,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "predictions). Exits with 1 when the fused model does not beat both by 10 mIoU points.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="default: runs/demo")
-    p.add_argument("--iters", type=int, help="training iterations per model (default 300)")
+    p.add_argument("--iters", type=int, help="training iterations per model (default 240)")
     p.add_argument("--quick", action="store_true", help="a tiny run of seconds (for tests)")
     p.add_argument("--overwrite", action="store_true", help="use an --out that holds other files")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: small tensors, and robust on a shared CPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_demo)
 
@@ -580,7 +586,13 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.iters < 1:
             raise ValueError(f"--iters must be positive, got {args.iters}")
         settings = dataclasses.replace(settings, iters=args.iters)
-    result = demo(args.out, settings, overwrite=args.overwrite, progress=_progress(args))
+    result = demo(
+        args.out,
+        settings,
+        overwrite=args.overwrite,
+        progress=_progress(args),
+        threads=args.threads,
+    )
     print()
     print(result.table)
     print(f"\nwrote {result.figure} and {args.out / 'demo.json'} in {result.seconds / 60:.1f} min")

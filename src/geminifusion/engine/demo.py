@@ -55,7 +55,7 @@ class DemoSettings:
     crop_size: tuple[int, int] = (96, 128)
     scale_range: tuple[float, float] = (0.75, 1.25)
     batch_size: int = 8
-    iters: int = 300
+    iters: int = 240
     stage_lrs: tuple[float, float, float] = (1e-3, 5e-4, 2.5e-4)
     warmup_iters: int = 20
     drop_path_rate: float = 0.0
@@ -176,6 +176,7 @@ def run_demo(
     *,
     overwrite: bool = False,
     progress: bool | None = None,
+    threads: int | None = 1,
     log=print,
 ) -> DemoResult:
     """Generate the data, train the three models, evaluate them and draw the comparison.
@@ -185,12 +186,26 @@ def run_demo(
         settings: demo sizes; :data:`QUICK` runs in seconds.
         overwrite: allow an ``out_dir`` that holds something other than an earlier demo.
         progress: progress bars (None: only on a terminal).
+        threads: torch CPU threads while the demo runs (None: leave as is). One by default: the
+            demo's tensors are small, and several threads slow down many times over when other
+            processes share the CPU.
         log: where the messages go.
     """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        return _run_demo(out_dir, settings or DemoSettings(), overwrite, progress, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_demo(out_dir, settings: DemoSettings, overwrite: bool, progress, log) -> DemoResult:
     from geminifusion.data import build_dataset, generate_synthetic_dataset
     from geminifusion.engine.train import train
 
-    settings = settings or DemoSettings()
     start = time.perf_counter()
     out = Path(out_dir)
     prepare_out_dir(out, overwrite)
@@ -228,6 +243,7 @@ def run_demo(
         "required_margin": REQUIRED_MARGIN,
         "margins": margins,
         "seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(),
         "class_names": class_names,
         "settings": dataclasses.asdict(settings),
         "results": results,
