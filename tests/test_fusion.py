@@ -71,3 +71,14 @@ def test_modality_layernorm_equals_separate_norms():
     for m in range(3):
         plain = torch.nn.functional.layer_norm(x[m], (10,), norm.weight[m], norm.bias[m], 1e-6)
         torch.testing.assert_close(out[m], plain, rtol=0, atol=1e-12)
+
+
+def test_runs_under_autocast_close_to_float32():
+    fusion = GeminiFusion(32, 8)
+    x = torch.randn(2, 2, 9, 32)
+    with torch.no_grad():
+        full = fusion(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fusion(x)
+    assert low.shape == full.shape
+    torch.testing.assert_close(low.float(), full, rtol=0.05, atol=0.05)

@@ -184,3 +184,14 @@ def test_folded_head_equals_concatenating_head_in_float64():
     plain = head.linear_pred(head.linear_fuse(torch.cat(embedded, dim=1)))
     with torch.no_grad():
         torch.testing.assert_close(head(feats), plain, rtol=0, atol=1e-10)
+
+
+def test_whole_model_runs_under_autocast():
+    model = gf.build_segmentor(TINY, num_classes=3).eval()
+    x = [torch.randn(1, 3, 40, 48), torch.rand(1, 3, 40, 48)]
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    for a, b in zip(low, full, strict=True):
+        torch.testing.assert_close(a.float(), b, rtol=0.1, atol=0.1)

@@ -71,7 +71,9 @@ class GeminiFusion(nn.Module):
         c = self.dim
         weight = self.judger_fc1.weight
         hidden = F.linear(x, weight[:, :c], self.judger_fc1.bias)
-        hidden.view(-1, c).addmm_(partner.view(-1, c), weight[:, c:].t())
+        # Out of place, so that autocast casts all three operands alike.
+        hidden = torch.addmm(hidden.view(-1, c), partner.view(-1, c), weight[:, c:].t())
+        hidden = hidden.view(x.shape)
         return torch.softmax(self.judger_fc2(F.gelu(hidden)), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
