@@ -11,23 +11,13 @@ import torch.nn.functional as F
 import geminifusion as gf
 from geminifusion.backbones.swin import SWIN_VARIANTS, SwinTransformer, WindowAttention
 from geminifusion.checkpoints import from_reference_state_dict, read_checkpoint, unwrap_state_dict
+from model_helpers import randomise
 from plain_fusion import swap_in_plain_fusion
 
 MINI_SUN = gf.SwinConfig(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
 # Narrow, but with a shifted block in every stage.
 TINY = gf.SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7)
 TINY12 = gf.SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=12)
-
-
-def randomise(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
-    """Move every value away from its init so that each term of the model matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.state_dict().items():
-            if p.is_floating_point():
-                noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-                p.copy_(p.abs() + 0.5 if "running_var" in name else noise * scale + p)
-    return model
 
 
 # --------------------------------------------------------------------------- plain twin
