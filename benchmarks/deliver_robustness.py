@@ -8,7 +8,7 @@ extra sensor dead in turn (input all zeros, or noise).
 The synthetic scenes make every sensor matter: pedestrians and cars differ only in the event
 image, cars and poles only in LiDAR (``geminifusion.data.synthetic``). The numbers measure
 robustness of the fusion, not DeLiVER accuracy. Run: ``python benchmarks/deliver_robustness.py``
-(a few minutes on 2 CPU cores; ``--quick`` for a smoke run).
+(about a minute on one CPU core; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=160, help="synthetic scenes (1/4 for val)")
     parser.add_argument("--size", type=int, nargs=2, default=(48, 64), metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="1: small models, a second thread mostly waits"
+    )
     parser.add_argument("--out", default=None, help="also write the report JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
