@@ -364,16 +364,17 @@ def _synthetic(name: str, modalities: tuple[str, ...], **changes) -> None:
 _synthetic("synthetic_mit_b0", ("rgb", "depth"))
 _synthetic("synthetic_mit_b0_rgb", ("rgb",))
 _synthetic("synthetic_mit_b0_depth", ("depth",))
-# A model of a few thousand weights on 64 x 64 crops, for tests that must take seconds.
+# A model of a few thousand weights, for tests that must take seconds (also the quick demo's).
+TINY_ARCH = {
+    "embed_dims": [8, 16, 32, 64],
+    "depths": [1, 1, 1, 1],
+    "num_heads": [1, 1, 2, 4],
+    "fusion_heads": 2,
+}
 _synthetic(
     "synthetic_tiny",
     ("rgb", "depth"),
-    arch_overrides={
-        "embed_dims": [8, 16, 32, 64],
-        "depths": [1, 1, 1, 1],
-        "num_heads": [1, 1, 2, 4],
-        "fusion_heads": 2,
-    },
+    arch_overrides=dict(TINY_ARCH),
     head_embed_dim=16,
     crop_size=(64, 64),
     scale_range=(1.0, 1.0),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from geminifusion.configs import RunConfig, get_preset
+from geminifusion.configs import TINY_ARCH, RunConfig, get_preset
 from geminifusion.engine.evaluate import build_eval_loader, evaluate
 from geminifusion.engine.metrics import format_table, to_json_ready
 from geminifusion.engine.visualize import colorize, comparison_figure, image_to_uint8
@@ -67,12 +67,7 @@ class DemoSettings:
 QUICK = DemoSettings(
     num_scenes=10,
     size=(64, 64),
-    arch_overrides={
-        "embed_dims": [8, 16, 32, 64],
-        "depths": [1, 1, 1, 1],
-        "num_heads": [1, 1, 2, 4],
-        "fusion_heads": 2,
-    },
+    arch_overrides=dict(TINY_ARCH),
     head_embed_dim=16,
     crop_size=(64, 64),
     scale_range=(1.0, 1.0),
