@@ -10,22 +10,12 @@ import torch
 
 import geminifusion as gf
 from geminifusion.backbones.deliver import DeliverConfig, ScorePredictor
+from model_helpers import randomise
 from plain_fusion import swap_in_plain_fusion
 
 MODALITIES = ("rgb", "depth", "event", "lidar")
 EXTRAS = MODALITIES[1:]
 TINY = DeliverConfig(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 5, 8))
-
-
-def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Move every value away from its init so that each term of the model matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.state_dict().items():
-            if p.is_floating_point():
-                noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-                p.copy_(p.abs() + 0.5 if "running_var" in name else noise * 0.3 + p)
-    return model
 
 
 def inputs(batch: int = 2, size: tuple[int, int] = (64, 96), count: int = 4, dtype=torch.float32):
