@@ -19,7 +19,8 @@ def random_fusion(dim: int, heads: int, seed: int) -> GeminiFusion:
 
 
 @pytest.mark.parametrize(
-    "batch,tokens,dim,heads", [(1, 7, 16, 8), (3, 13, 32, 8), (2, 5, 24, 4), (2, 9, 64, 1)]
+    "batch,tokens,dim,heads",
+    [(1, 7, 16, 8), (3, 13, 32, 8), (2, 5, 24, 4), (2, 9, 64, 1), (2, 11, 96, 8)],
 )
 def test_fast_equals_plain_in_float64(batch, tokens, dim, heads):
     fusion = random_fusion(dim, heads, seed=tokens)
@@ -82,3 +83,50 @@ def test_runs_under_autocast_close_to_float32():
             low = fusion(x)
     assert low.shape == full.shape
     torch.testing.assert_close(low.float(), full, rtol=0.05, atol=0.05)
+
+
+def test_cached_weights_follow_in_place_changes_and_reloads():
+    fusion = random_fusion(16, 8, seed=2)
+    other = random_fusion(16, 8, seed=3)
+    x = torch.randn(2, 2, 5, 16, dtype=torch.float64)
+    with torch.inference_mode():
+        fusion(x)  # fills the cache
+    with torch.no_grad():
+        fusion.in_proj_weight[1, -16:].mul_(2)  # value weights of direction 1, in place
+        torch.testing.assert_close(fusion(x), plain_fusion(fusion, x), rtol=0, atol=1e-10)
+        fusion.load_state_dict(other.state_dict())
+        torch.testing.assert_close(fusion(x), other(x), rtol=0, atol=0)
+
+
+def test_module_built_under_inference_mode_is_never_stale():
+    with torch.inference_mode():  # parameters without version counters
+        fusion = random_fusion(16, 8, seed=5)
+        x = torch.randn(2, 1, 6, 16, dtype=torch.float64)
+        fusion(x)
+        fusion.v_noise.mul_(3)
+        torch.testing.assert_close(fusion(x), plain_fusion(fusion, x), rtol=0, atol=1e-10)
+
+
+def test_training_after_inference_gets_gradients():
+    fusion = random_fusion(16, 8, seed=4)
+    x = torch.randn(2, 1, 6, 16, dtype=torch.float64)
+    with torch.inference_mode():
+        cached = fusion(x)
+    out = fusion(x)  # grad mode: the folded weights are rebuilt inside autograd
+    torch.testing.assert_close(out.detach(), cached, rtol=0, atol=0)
+    out.sum().backward()
+    assert fusion.in_proj_weight.grad.abs().sum() > 0
+    assert fusion.judger_fc1.weight.grad.abs().sum() > 0
+
+
+def test_autocast_does_not_leave_low_precision_weights_behind():
+    fusion = GeminiFusion(32, 8)
+    x = torch.randn(2, 2, 9, 32)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fusion(x)  # fills the cache under autocast
+        after = fusion(x)
+        fusion._folded = None
+        fresh = fusion(x)
+    assert after.dtype == torch.float32
+    torch.testing.assert_close(after, fresh, rtol=0, atol=0)
