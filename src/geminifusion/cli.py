@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from geminifusion.runtime import configure_from_environment
+
+    configure_from_environment()  # reuse freed activation memory (geminifusion.runtime)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
