@@ -144,39 +144,50 @@ class GeminiFusion(nn.Module):
         a = x.reshape(2, -1, c)
         t = a.shape[1]
 
-        # Everything linear in the two streams is computed from their sum and difference:
+        # Everything linear in the two streams is computed from their sum s and difference d:
         # fc1([a_m; a_o]) = W+ s +/- W- d with W+/- = (W_own +/- W_other) / 2, and the value
         # slots of both directions are W_v^m s / 2 and +/- W_v^m d. One product each for s and
         # d serves both directions (7 C^2 multiply-adds per token and stream instead of 8).
-        s = a[0] + a[1]
-        d = a[0] - a[1]
-        by_sum = torch.addmm(w.sum_bias, s, w.sum_weight)  # (T, 3C): judger, values/2 (m = 0, 1)
-        by_diff = torch.addmm(w.diff_bias, d, w.diff_weight)  # (T, 3C): judger, +/- values
-        hidden = torch.addcmul(by_sum[:, :c], by_diff[:, :c], w.sign)  # (2, T, C)
-        judger = self.judger_fc2
-        r = torch.softmax(F.linear(F.gelu(hidden), judger.weight, judger.bias), dim=-1)
+        by_sum = torch.addmm(w.sum_bias, a[0] + a[1], w.sum_weight)  # (T, 3C): judger, values/2
+        by_diff = torch.addmm(w.diff_bias, a[0] - a[1], w.diff_weight)  # (T, 3C): judger, +/-values
+        # Attention on the noise slot minus one half, per head. Temporaries live inside the two
+        # helpers, so they are freed before the values are mixed (each is ~10 MB at stride 4).
+        weight = self._noise_weight(a, self._relation(by_sum, by_diff, w), w)
+        # The value mix: (W_v^m s / 2 + b_v + W_v^m n_v / 2) + weight * (+/- W_v^m d + W_v^m n_v).
+        values, spread = by_sum[:, c:].view(t, 2, c), by_diff[:, c:].view(t, 2, c)
+        if w.heads is None:
+            heads = (t, 2, h, d_head)
+            weight = weight.transpose(0, 1).unsqueeze(-1)  # (T, 2, H, 1)
+            mixed = torch.addcmul(values.view(heads), spread.view(heads), weight)
+        else:  # narrow heads: the per-head weight broadcast by a product with a 0/1 matrix
+            weight = torch.matmul(weight, w.heads.t()).transpose(0, 1)  # (T, 2, C)
+            mixed = torch.addcmul(values, spread, weight)
+        del by_sum, by_diff, values, spread
+        mixed = mixed.view(t, 2, c).transpose(0, 1)  # (2, T, C), a strided view
+        residual = a + self.out_proj_bias.unsqueeze(1)
+        return torch.baddbmm(residual, mixed, self.out_proj_weight.mT).view(shape)
 
+    def _relation(
+        self, by_sum: torch.Tensor, by_diff: torch.Tensor, w: FoldedWeights
+    ) -> torch.Tensor:
+        """Channel weights ``r`` of both directions, ``(2, T, C)``, from fc1's two halves."""
+        c = self.dim
+        hidden = torch.addcmul(by_sum[:, :c], by_diff[:, :c], w.sign)  # W+ s +/- W- d + b
+        judger = self.judger_fc2
+        return torch.softmax(F.linear(F.gelu(hidden), judger.weight, judger.bias), dim=-1)
+
+    def _noise_weight(self, a: torch.Tensor, r: torch.Tensor, w: FoldedWeights) -> torch.Tensor:
+        """Attention weight of the noise key minus 1/2 per head, ``(2, T, H)``."""
         # Head score of the noise key minus that of the relation key. The key bias cancels, so
         # one projection of the key difference (a + n_k) - a * r suffices.
         q = torch.baddbmm(w.q_bias, a, w.q_weight)
         key_diff = torch.baddbmm(w.k_bias, torch.addcmul(a, a, r, value=-1), w.k_weight)
-        # Attention on the noise slot minus one half, per head: the value mix below is
-        # (W_v^m s / 2 + b_v + W_v^m n_v / 2) + (weight - 1/2) * (+/- W_v^m d + W_v^m n_v).
-        values = by_sum[:, c:].view(t, 2, c)
-        spread = by_diff[:, c:].view(t, 2, c)
+        d_head = self.dim // self.num_heads
         if w.heads is None:
-            score = (q * key_diff).view(2, t, h, d_head).sum(-1)
-            weight = (torch.sigmoid(score * d_head**-0.5) - 0.5).transpose(0, 1).unsqueeze(-1)
-            mixed = torch.addcmul(
-                values.view(t, 2, h, d_head), spread.view(t, 2, h, d_head), weight
-            )
-        else:  # narrow heads: per-head sums and broadcasts as products with a 0/1 matrix
-            weight = torch.sigmoid(torch.matmul(q * key_diff, w.heads * d_head**-0.5)) - 0.5
-            mixed = torch.addcmul(values, spread, torch.matmul(weight, w.heads.t()).transpose(0, 1))
-        mixed = mixed.view(t, 2, c).transpose(0, 1)  # (2, T, C), a strided view
-
-        residual = a + self.out_proj_bias.unsqueeze(1)
-        return torch.baddbmm(residual, mixed, self.out_proj_weight.mT).view(shape)
+            score = (q * key_diff).view(*q.shape[:2], self.num_heads, d_head).sum(-1)
+        else:  # narrow heads: per-head sums as a product with a 0/1 matrix
+            score = torch.matmul(q * key_diff, w.heads)
+        return torch.sigmoid(score * d_head**-0.5) - 0.5
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}"

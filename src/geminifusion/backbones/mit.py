@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geminifusion.fusion import GeminiFusion
-from geminifusion.layers import DropPath, ModalityLayerNorm
+from geminifusion.layers import DropPath, ModalityLayerNorm, gelu
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class MixFFN(nn.Module):
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         m = x.shape[0]
         x = self.dwconv(tokens_to_maps(self.fc1(x), height, width))
-        return self.fc2(F.gelu(maps_to_tokens(x, m)))
+        return self.fc2(gelu(maps_to_tokens(x, m)))
 
 
 class MiTBlock(nn.Module):

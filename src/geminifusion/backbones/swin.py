@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geminifusion.fusion import GeminiFusion
-from geminifusion.layers import DropPath, ModalityLayerNorm
+from geminifusion.layers import DropPath, ModalityLayerNorm, gelu
 
 # The reference marks token pairs from different regions of a shifted window with -100 (added to
 # the scores) rather than -inf; we keep the same number.
@@ -326,7 +326,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(gelu(self.fc1(x)))
 
 
 class SwinBlock(nn.Module):
