@@ -13,34 +13,14 @@ Run: ``python benchmarks/bench_deliver.py`` (``--quick`` for a smoke run).
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
 
 import geminifusion as gf
+from common import fastest
 
 MODALITIES = ("rgb", "depth", "event", "lidar")
-
-
-def fastest(fns: dict[int, Callable[[], object]], repeats: int) -> dict[int, tuple[float, float]]:
-    """Best wall time and best process CPU time of each function, interleaved round by round.
-
-    On a machine shared with other jobs the CPU time (all threads of this process) is the steadier
-    of the two: waiting for a core does not count.
-    """
-    with torch.inference_mode():
-        for fn in fns.values():
-            fn()
-        best = {name: (float("inf"), float("inf")) for name in fns}
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                wall, cpu = time.perf_counter(), time.process_time()
-                fn()
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
 
 
 def build(size_name: str, count: int, num_classes: int) -> torch.nn.Module:

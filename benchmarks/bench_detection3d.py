@@ -15,13 +15,13 @@ for a smoke run).
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import common
 from geminifusion.detection3d import (
     GeminiDynamicVFE,
     assign_voxels,
@@ -34,17 +34,8 @@ VOXEL, RANGE = (0.05, 0.05, 0.1), (0, -40, -3, 70.4, 40, 1)
 
 
 def fastest(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best wall time of each function, the functions interleaved round by round."""
-    with torch.inference_mode():
-        for fn in fns.values():
-            fn()
-        best = dict.fromkeys(fns, float("inf"))
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
+    """Best wall time of each function, interleaved round by round (``common.fastest``)."""
+    return {name: wall for name, (wall, _) in common.fastest(fns, repeats).items()}
 
 
 def two_slot_attention(fusion: GeminiFusion) -> Callable[[torch.Tensor], torch.Tensor]:
