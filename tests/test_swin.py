@@ -270,3 +270,18 @@ def test_reference_names():
     assert name("layers.1.blocks.0.norm2.weight") == "layers.1.blocks.0.norm2.module.weight"
     assert name("layers.3.blocks.1.mlp.fc2.bias") == "layers.3.blocks.1.mlp.fc2.module.bias"
     assert name("layers.2.downsample.norm.bias") == "layers.2.downsample.module.norm.bias"
+
+
+def test_training_after_inference_mode_reuses_cached_layouts():
+    """Layouts and position indices cached under inference_mode must still serve autograd."""
+    from geminifusion.backbones import swin
+
+    swin.window_layout.cache_clear()
+    swin._cached_position_index.cache_clear()
+    model = gf.build_segmentor(TINY, num_classes=3)
+    x = [torch.randn(1, 3, 40, 56), torch.rand(1, 3, 40, 56)]
+    with torch.inference_mode():
+        model.eval()(x)  # evaluation first fills the caches
+    model.train()
+    sum(out.sum() for out in model(x)).backward()
+    assert model.backbone.layers[0].blocks[0].attn.qkv.weight.grad.abs().sum() > 0

@@ -112,7 +112,10 @@ def relative_position_index(window_size: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _cached_position_index(window_size: int, device: torch.device) -> torch.Tensor:
     # Window geometry, not state: a checkpoint's copy is only checked (reference_derived_buffers).
-    return relative_position_index(window_size).to(device).flatten()
+    # Cached tensors are made outside inference mode, so that a first call under
+    # torch.inference_mode (evaluation) does not break later training in the same process.
+    with torch.inference_mode(False):
+        return relative_position_index(window_size).to(device).flatten()
 
 
 class WindowLayout:
@@ -186,8 +189,12 @@ def window_layout(
     dtype: torch.dtype,
     device: torch.device,
 ) -> WindowLayout:
-    """A cached :class:`WindowLayout`: inputs of one size reuse their index tensors."""
-    return WindowLayout(samples, height, width, window, shift, dtype, device)
+    """A cached :class:`WindowLayout`: inputs of one size reuse their index tensors.
+
+    Built outside inference mode, like every cached tensor here, so that autograd can use it.
+    """
+    with torch.inference_mode(False):
+        return WindowLayout(samples, height, width, window, shift, dtype, device)
 
 
 def shift_mask(
