@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geminifusion.layers import gelu
+
 
 class FoldedWeights(NamedTuple):
     """The fusion's parameters rearranged for its closed form (see ``GeminiFusion.forward``)."""
@@ -174,7 +176,7 @@ class GeminiFusion(nn.Module):
         c = self.dim
         hidden = torch.addcmul(by_sum[:, :c], by_diff[:, :c], w.sign)  # W+ s +/- W- d + b
         judger = self.judger_fc2
-        return torch.softmax(F.linear(F.gelu(hidden), judger.weight, judger.bias), dim=-1)
+        return torch.softmax(F.linear(gelu(hidden), judger.weight, judger.bias), dim=-1)
 
     def _noise_weight(self, a: torch.Tensor, r: torch.Tensor, w: FoldedWeights) -> torch.Tensor:
         """Attention weight of the noise key minus 1/2 per head, ``(2, T, H)``."""
