@@ -24,6 +24,7 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
+_OFF = frozenset({"0", "false", "no"})
 _applied = False
 
 
@@ -63,10 +64,7 @@ def keep_freed_memory() -> bool:
 
 def configure_from_environment() -> bool:
     """What the command line does at start-up: :func:`keep_freed_memory` unless turned off."""
-    if os.environ.get("GEMINIFUSION_KEEP_FREED_MEMORY", "1").strip().lower() in (
-        "0",
-        "false",
-        "no",
-    ):
+    setting = os.environ.get("GEMINIFUSION_KEEP_FREED_MEMORY", "1").strip().lower()
+    if setting in _OFF:
         return False
     return keep_freed_memory()
