@@ -26,10 +26,18 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "threads(n): run the test with n torch threads (default 2)")
+
+
 @pytest.fixture(autouse=True)
-def _two_threads():
-    """The reference outputs were made with 2 threads; keep runs comparable and repeatable."""
+def _threads(request):
+    """2 threads, as the reference outputs were made with; ``@pytest.mark.threads(n)`` changes it.
+
+    Tests of tiny tensors take one thread: waking a pool costs more than their arithmetic.
+    """
+    marker = request.node.get_closest_marker("threads")
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(marker.args[0] if marker else 2)
     yield
     torch.set_num_threads(previous)

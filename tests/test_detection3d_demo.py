@@ -19,14 +19,7 @@ from geminifusion.detection3d.demo import (
 )
 from geminifusion.detection3d.projection import point_pixels
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread skips the pool wake-ups that dominate on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.threads(1)  # tiny tensors: pool wake-ups would dominate
 
 
 def test_tiny_demo_command_prints_the_table(tmp_path, capsys):

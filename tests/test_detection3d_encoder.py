@@ -15,13 +15,7 @@ INPUT = (24, 40)
 CAMERA = [[20.0, -20.0, 0.0, 0.0], [12.0, 0.0, -20.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread skips the pool wake-ups that dominate on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.threads(1)  # tiny tensors: pool wake-ups would dominate
 
 
 def small_encoder(fusion: str | None = "GeminiPointFusion", every: bool = True, **kw):

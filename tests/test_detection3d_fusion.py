@@ -26,13 +26,7 @@ LEVELS = [(1, 5), (2, 3), (4, 4)]  # (stride, channels) of three image levels
 INPUT = (32, 48)  # padded input (h, w)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread skips the pool wake-ups that dominate on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.threads(1)  # tiny tensors: pool wake-ups would dominate
 
 
 class Judger(nn.Module):

@@ -23,13 +23,7 @@ R = torch.tensor([[0.0, -1, 0], [0, 0, -1], [1, 0, 0]], dtype=F64)
 CAMERA = torch.tensor([0.5, 0.2, -0.1], dtype=F64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread skips the pool wake-ups that dominate on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.threads(1)  # tiny tensors: pool wake-ups would dominate
 
 
 def lidar2img() -> torch.Tensor:

@@ -11,14 +11,7 @@ from geminifusion.detection3d.scatter import (
     scatter_to_voxels,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread skips the pool wake-ups that dominate on a busy CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.threads(1)  # tiny tensors: pool wake-ups would dominate
 
 
 def loop_scatter(feats: torch.Tensor, coors: torch.Tensor, reduce: str):

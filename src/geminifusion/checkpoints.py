@@ -17,23 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from geminifusion.fusion import GeminiFusion
+from geminifusion.fusion import REFERENCE_NAMES, GeminiFusion, reference_names
 from geminifusion.layers import ModalityLayerNorm
-
-# Where the two GeminiFusion directions live in the reference modules.
-_FUSION_NAMES = {
-    "in_proj_weight": ("cross_attn_{}.in_proj_weight", True),
-    "in_proj_bias": ("cross_attn_{}.in_proj_bias", True),
-    "out_proj_weight": ("cross_attn_{}.out_proj.weight", True),
-    "out_proj_bias": ("cross_attn_{}.out_proj.bias", True),
-    "k_noise": ("k_noise.weight", False),
-    "v_noise": ("v_noise.weight", False),
-    "judger_fc1.weight": ("relation_judger.0.fc1.weight", False),
-    "judger_fc1.bias": ("relation_judger.0.fc1.bias", False),
-    "judger_fc2.weight": ("relation_judger.0.fc2.weight", False),
-    "judger_fc2.bias": ("relation_judger.0.fc2.bias", False),
-}
-_DIRECTIONS = ("0_to_1", "1_to_0")
 
 
 def reference_key_map(model: nn.Module) -> dict[str, list[str]]:
@@ -55,9 +40,8 @@ def reference_key_map(model: nn.Module) -> dict[str, list[str]]:
                 special[f"{path}.{leaf}"] = [f"{path}.ln_{i}.{leaf}" for i in range(count)]
         elif isinstance(module, GeminiFusion):
             parent = path.rpartition(".")[0]
-            for ours, (theirs, per_direction) in _FUSION_NAMES.items():
-                names = [theirs.format(d) for d in _DIRECTIONS] if per_direction else [theirs]
-                special[f"{path}.{ours}"] = [f"{parent}.{n}" for n in names]
+            for ours in REFERENCE_NAMES:
+                special[f"{path}.{ours}"] = [f"{parent}.{n}" for n in reference_names(ours)]
 
     mapping: dict[str, list[str]] = {}
     for key in model.state_dict():

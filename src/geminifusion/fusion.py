@@ -19,6 +19,31 @@ from torch import nn
 
 from geminifusion.layers import gelu
 
+# The paper's names of this layer's parameters, relative to the module that holds the layer. Its
+# two attention directions are separate ``nn.MultiheadAttention`` modules (direction 0, "stream 0
+# queries", is ``cross_attn_0_to_1``); here they are stacked on a leading axis of size 2.
+REFERENCE_DIRECTIONS = ("cross_attn_0_to_1", "cross_attn_1_to_0")
+REFERENCE_NAMES: dict[str, str] = {
+    "in_proj_weight": "{direction}.in_proj_weight",
+    "in_proj_bias": "{direction}.in_proj_bias",
+    "out_proj_weight": "{direction}.out_proj.weight",
+    "out_proj_bias": "{direction}.out_proj.bias",
+    "k_noise": "k_noise.weight",
+    "v_noise": "v_noise.weight",
+    "judger_fc1.weight": "relation_judger.0.fc1.weight",
+    "judger_fc1.bias": "relation_judger.0.fc1.bias",
+    "judger_fc2.weight": "relation_judger.0.fc2.weight",
+    "judger_fc2.bias": "relation_judger.0.fc2.bias",
+}
+
+
+def reference_names(name: str) -> list[str]:
+    """The paper's name(s) of parameter ``name``: two (one per direction) for stacked ones."""
+    pattern = REFERENCE_NAMES[name]
+    if "{direction}" not in pattern:
+        return [pattern]
+    return [pattern.format(direction=d) for d in REFERENCE_DIRECTIONS]
+
 
 class FoldedWeights(NamedTuple):
     """The fusion's parameters rearranged for its closed form (see ``GeminiFusion.forward``)."""

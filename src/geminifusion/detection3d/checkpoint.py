@@ -13,22 +13,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-_ATTENTIONS = ("cross_attn_0_to_1", "cross_attn_1_to_0")  # direction 0: the image queries
-_STACKED = {
-    "in_proj_weight": "in_proj_weight",
-    "in_proj_bias": "in_proj_bias",
-    "out_proj.weight": "out_proj_weight",
-    "out_proj.bias": "out_proj_bias",
-}
-_RENAMED = {
-    "relation_judger.0.fc1.weight": "fusion.judger_fc1.weight",
-    "relation_judger.0.fc1.bias": "fusion.judger_fc1.bias",
-    "relation_judger.0.fc2.weight": "fusion.judger_fc2.weight",
-    "relation_judger.0.fc2.bias": "fusion.judger_fc2.bias",
-    "k_noise.weight": "fusion.k_noise",
-    "v_noise.weight": "fusion.v_noise",
-}
-_MARKER = f"{_ATTENTIONS[0]}.in_proj_weight"
+from geminifusion.fusion import REFERENCE_NAMES, reference_names
+
+_MARKER = reference_names("in_proj_weight")[0]
 
 
 def convert_reference_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -42,14 +29,11 @@ def convert_reference_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, 
     out = dict(state_dict)
     prefixes = [key[: -len(_MARKER)] for key in state_dict if key.endswith(_MARKER)]
     for prefix in prefixes:
-        wanted = [f"{prefix}{a}.{name}" for a in _ATTENTIONS for name in _STACKED]
-        wanted += [prefix + name for name in _RENAMED]
-        missing = [key for key in wanted if key not in out]
+        wanted = {ours: [prefix + n for n in reference_names(ours)] for ours in REFERENCE_NAMES}
+        missing = [key for keys in wanted.values() for key in keys if key not in out]
         if missing:
             raise KeyError(f"incomplete GeminiFusion layer at {prefix!r}: missing {missing}")
-        for name, ours in _STACKED.items():
-            pair = [out.pop(f"{prefix}{a}.{name}") for a in _ATTENTIONS]
-            out[f"{prefix}fusion.{ours}"] = torch.stack(pair)
-        for name, ours in _RENAMED.items():
-            out[prefix + ours] = out.pop(prefix + name)
+        for ours, keys in wanted.items():
+            tensors = [out.pop(key) for key in keys]
+            out[f"{prefix}fusion.{ours}"] = torch.stack(tensors) if len(keys) > 1 else tensors[0]
     return out
