@@ -19,19 +19,15 @@ import argparse
 import subprocess
 import sys
 from functools import partial
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the plain fusion twin lives with the tests
-
-import geminifusion as gf  # noqa: E402
-from common import ALLOCATORS, fastest, fusion_products, ratio_table, table  # noqa: E402
-from geminifusion.backbones.mit import MixFFN  # noqa: E402
-from geminifusion.fusion import GeminiFusion  # noqa: E402
-from geminifusion.runtime import keep_freed_memory  # noqa: E402
-from plain_fusion import plain_fusion, swap_in_plain_fusion  # noqa: E402
+import geminifusion as gf
+from common import ALLOCATORS, fastest, fusion_products, ratio_table, table
+from geminifusion.backbones.mit import MixFFN
+from geminifusion.fusion import GeminiFusion
+from geminifusion.runtime import keep_freed_memory
+from geminifusion.testing import plain_fusion, swap_in_plain_fusion
 
 
 def plain_model_ratio(arch: str, batch: int, size: tuple[int, int], repeats: int) -> None:

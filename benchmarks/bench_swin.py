@@ -18,19 +18,14 @@ Run: ``python benchmarks/bench_swin.py`` (``--quick`` for a smoke run).
 from __future__ import annotations
 
 import argparse
-import sys
 from functools import partial
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the reference-form twin lives with the tests
-
-from common import fastest, ratio_table, table  # noqa: E402
-from geminifusion.backbones.swin import WindowAttention  # noqa: E402
-from geminifusion.runtime import keep_freed_memory  # noqa: E402
-from test_swin import plain_window_attention  # noqa: E402
+from common import fastest, ratio_table, table
+from geminifusion.backbones.swin import WindowAttention
+from geminifusion.runtime import keep_freed_memory
+from geminifusion.testing import plain_window_attention
 
 
 def window_attention(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # test helpers (plain_fusion) import by name
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (model_helpers, ...) import by name
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("GEMINIFUSION_REFERENCE", REPO.parent / "shared" / "reference"))

@@ -10,8 +10,8 @@ import torch
 
 import geminifusion as gf
 from geminifusion.backbones.deliver import DeliverConfig, ScorePredictor
+from geminifusion.testing import swap_in_plain_fusion
 from model_helpers import randomise
-from plain_fusion import swap_in_plain_fusion
 
 MODALITIES = ("rgb", "depth", "event", "lidar")
 EXTRAS = MODALITIES[1:]

@@ -5,7 +5,7 @@ import torch
 
 from geminifusion.fusion import GeminiFusion
 from geminifusion.layers import ModalityLayerNorm
-from plain_fusion import plain_fusion
+from geminifusion.testing import plain_fusion
 
 
 def random_fusion(dim: int, heads: int, seed: int) -> GeminiFusion:

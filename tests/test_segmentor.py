@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import geminifusion as gf
+from geminifusion.testing import swap_in_plain_fusion
 from model_helpers import randomise
-from plain_fusion import swap_in_plain_fusion
 
 TINY = gf.MiTConfig(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 5, 8))
 

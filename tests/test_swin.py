@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import geminifusion as gf
 from geminifusion.backbones.swin import SWIN_VARIANTS, SwinTransformer, WindowAttention
 from geminifusion.checkpoints import from_reference_state_dict, read_checkpoint, unwrap_state_dict
+from geminifusion.testing import plain_window_attention, swap_in_plain_fusion
 from model_helpers import randomise
-from plain_fusion import swap_in_plain_fusion
 
 MINI_SUN = gf.SwinConfig(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
 # Narrow, but with a shifted block in every stage.
@@ -21,46 +20,6 @@ TINY12 = gf.SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)
 
 
 # --------------------------------------------------------------------------- plain twin
-
-
-def plain_window_attention(attn: WindowAttention, x: torch.Tensor) -> torch.Tensor:
-    """Window attention the way the reference writes it: pad, roll, partition, one masked
-    softmax over all windows with the full ``(nW, N, N)`` mask, reverse, roll back, crop."""
-    s, height, width, c = x.shape
-    ws, shift, heads = attn.window_size, attn.shift_size, attn.num_heads
-    x = F.pad(x, (0, 0, 0, -width % ws, 0, -height % ws))
-    hp, wp = x.shape[1:3]
-    if shift:
-        x = torch.roll(x, (-shift, -shift), dims=(1, 2))
-    windows = x.view(s, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    windows = windows.reshape(-1, ws * ws, c)
-    qkv = attn.qkv(windows).view(windows.shape[0], ws * ws, 3, heads, c // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)
-    scores = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)
-
-    table = attn.relative_position_bias_table
-    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij"))
-    rel = coords.flatten(1)[:, :, None] - coords.flatten(1)[:, None, :] + ws - 1
-    bias = table[(rel[0] * (2 * ws - 1) + rel[1]).flatten()].view(ws * ws, ws * ws, heads)
-    scores = scores + bias.permute(2, 0, 1)
-    if shift:
-        label = torch.zeros(hp, wp)
-        cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
-        for i, rows in enumerate(cuts):
-            for j, cols in enumerate(cuts):
-                label[rows, cols] = 3 * i + j
-        label = label.view(hp // ws, ws, wp // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
-        mask = (label[:, None, :] != label[:, :, None]).to(x.dtype) * -100.0
-        n_windows = mask.shape[0]
-        scores = scores.view(s, n_windows, heads, ws * ws, ws * ws) + mask[None, :, None]
-        scores = scores.view(-1, heads, ws * ws, ws * ws)
-    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(-1, ws * ws, c)
-    out = attn.proj(out)
-    out = out.view(s, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    out = out.reshape(s, hp, wp, c)
-    if shift:
-        out = torch.roll(out, (shift, shift), dims=(1, 2))
-    return out[:, :height, :width]
 
 
 @pytest.mark.parametrize(
