@@ -28,7 +28,7 @@ def build(size_name: str, count: int, num_classes: int) -> torch.nn.Module:
         model = gf.build_segmentor(
             f"mit_{size_name}", num_classes, modalities=("rgb",), head_embed_dim=512
         )
-        model.upsample_logits = True  # the DeLiVER head's output convention
+        model.backbone.upsample_logits = True  # the DeLiVER head's output convention
         return model.eval()
     return gf.build_segmentor(f"deliver_mit_{size_name}", num_classes, MODALITIES[:count]).eval()
 

@@ -12,8 +12,8 @@ def test_models_lists_variants_with_reference_counts(capsys):
 def test_models_forward_and_bad_size(capsys):
     assert main(["models", "mit_b0", "--forward", "64x64", "--modalities", "rgb"]) == 0
     assert "(1, 40, 16, 16)" in capsys.readouterr().out
-    assert main(["models", "mit_b0", "--forward", "big"]) == 2
-    assert "expects HxW" in capsys.readouterr().err
+    assert main(["models", "mit_b0", "--forward", "big"]) == 2  # argparse's usage error
+    assert "expected HxW (e.g. 480x640), got 'big'" in capsys.readouterr().err
 
 
 def test_unknown_architecture_is_a_clean_error(capsys):

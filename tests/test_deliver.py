@@ -239,7 +239,8 @@ def test_spec_rebuilds_the_model():
 def test_main_branch_models_keep_their_conventions():
     model = gf.build_segmentor("mit_b0", num_classes=40)
     assert model.head.embed_dim == 256 and model.spec["head_embed_dim"] == 256
-    assert not model.upsample_logits and model.head_reference_prefix == "decoder."
+    assert not model.backbone.upsample_logits
+    assert model.backbone.head_reference_prefix == "decoder."
     with pytest.raises(ValueError, match="multi-sensor"):
         gf.build_segmentor("mit_b0", num_classes=40, modalities=MODALITIES)
     with pytest.raises(ValueError, match="2 or more inputs"):
@@ -248,7 +249,7 @@ def test_main_branch_models_keep_their_conventions():
 
 def test_save_and_from_pretrained_round_trip(reference, tmp_path):
     model, _, io, _ = reference
-    model.save_pretrained(tmp_path / "b0")
+    gf.save_pretrained(model, tmp_path / "b0")
     loaded = gf.from_pretrained(tmp_path / "b0")
     assert type(loaded.backbone) is type(model.backbone) and loaded.spec == model.spec
     x = [io[name] for name in MODALITIES]
@@ -256,7 +257,7 @@ def test_save_and_from_pretrained_round_trip(reference, tmp_path):
         for a, b in zip(model(x), loaded(x), strict=True):
             assert torch.equal(a, b)
     custom = randomise(gf.build_segmentor(TINY, 4, MODALITIES[:3]))
-    custom.save_pretrained(tmp_path / "tiny")
+    gf.save_pretrained(custom, tmp_path / "tiny")
     again = gf.from_pretrained(tmp_path / "tiny")
     assert again.backbone.num_modalities == 3 and again.head.embed_dim == 512
     for key, value in custom.state_dict().items():
@@ -264,7 +265,7 @@ def test_save_and_from_pretrained_round_trip(reference, tmp_path):
 
 
 def test_convert_recognises_the_deliver_checkpoint(reference, tmp_path):
-    from geminifusion.hub import reference_to_folder
+    from geminifusion.weights import reference_to_folder
 
     model, _, _, folder = reference
     converted = reference_to_folder(folder / "deliver_mit_b0.pth", tmp_path / "converted")

@@ -125,8 +125,8 @@ def test_engine_trains_deliver_then_eval_prints_condition_and_sensor_tables(
     deliver_root, tmp_path, capsys
 ):
     from geminifusion.cli import main
-    from geminifusion.configs import get_preset
-    from geminifusion.engine.train import build_model, train
+    from geminifusion.configs import build_model, get_preset
+    from geminifusion.engine.train import train
 
     config = get_preset("deliver_mit_b0").replace(
         data_root=str(deliver_root),

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from geminifusion.checkpoints import read_checkpoint
-from geminifusion.configs import get_preset
+from geminifusion.configs import build_model, get_preset
 from geminifusion.data import build_dataset, generate_synthetic_dataset
 from geminifusion.engine.evaluate import build_eval_loader, evaluate
-from geminifusion.engine.train import build_model, train
+from geminifusion.engine.train import train
 
 # The CLI with only the train command, so the test does not depend on the other commands.
 LAUNCHER = """\

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 import geminifusion.cli as cli
-from geminifusion.commands.evaluate import load_model
 from geminifusion.configs import get_preset
 from geminifusion.data import build_dataset, generate_synthetic_dataset
 from geminifusion.engine.evaluate import build_eval_loader, evaluate
@@ -27,6 +26,7 @@ from geminifusion.engine.visualize import (
     voc_palette,
     write_prediction,
 )
+from geminifusion.weights import load_model
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,8 @@ import torch
 import geminifusion as gf
 from geminifusion import cli
 from geminifusion.checkpoints import read_checkpoint
-from geminifusion.hub import from_pretrained, infer_reference_arch, save_pretrained
+from geminifusion.weights.folder import from_pretrained, save_pretrained
+from geminifusion.weights.reference import infer_reference_arch
 
 SMALL = gf.MiTConfig(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), num_heads=(1, 2, 3, 4))
 
@@ -41,7 +42,7 @@ def convert(monkeypatch):
 def test_save_and_load_give_identical_outputs(tmp_path):
     model = random_model()
     names = [f"class {i}" for i in range(6)]
-    model.save_pretrained(tmp_path / "m", class_names=names)
+    save_pretrained(model, tmp_path / "m", class_names=names)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -89,8 +90,8 @@ def test_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="6 class names for a model of 3 classes"):
-        random_model(classes=3).save_pretrained(tmp_path / "a", class_names=["x"] * 6)
-    random_model().save_pretrained(tmp_path / "a")
+        save_pretrained(random_model(classes=3), tmp_path / "a", class_names=["x"] * 6)
+    save_pretrained(random_model(), tmp_path / "a")
     config = json.loads((tmp_path / "a" / "config.json").read_text())
 
     (tmp_path / "a" / "config.json").write_text(json.dumps({**config, "num_classes": 7}))

@@ -17,7 +17,8 @@ from torch import nn
 
 import geminifusion as gf
 from geminifusion.layers import ModalityLayerNorm
-from geminifusion.pretrained import detect_format, group_names, resize_position_bias
+from geminifusion.weights.formats import detect_format, resize_position_bias
+from geminifusion.weights.pretrained import group_names
 
 # A small MiT whose widths take the 8 GeminiFusion heads, so one config serves 1 and 2 streams.
 TINY_MIT = dict(embed_dims=(16, 32, 48, 64), depths=(2, 1, 1, 2), num_heads=(1, 2, 3, 4))
@@ -409,7 +410,7 @@ def test_unknown_files_are_clear_errors(tmp_path):
     torch.save({"segmenter": gf.to_reference_state_dict(fused)}, tmp_path / "ref.pth")
     with pytest.raises(ValueError, match="load_reference_checkpoint"):
         gf.load_pretrained_backbone(fused, tmp_path / "ref.pth")
-    fused.save_pretrained(tmp_path / "folder")
+    gf.save_pretrained(fused, tmp_path / "folder")
     with pytest.raises(ValueError, match="from_pretrained"):
         gf.load_pretrained_backbone(fused, tmp_path / "folder")
 

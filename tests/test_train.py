@@ -12,18 +12,16 @@ import torch.nn.functional as F
 import geminifusion.cli as cli
 import geminifusion.engine.train as train_module
 from geminifusion.checkpoints import read_checkpoint, to_reference_state_dict
-from geminifusion.configs import get_preset
+from geminifusion.configs import build_model, get_preset
 from geminifusion.data import generate_synthetic_dataset
 from geminifusion.engine import distributed as D
 from geminifusion.engine.losses import output_loss, segmentation_loss
-from geminifusion.engine.state import (
-    atomic_save,
-    capture_rng_state,
-    finetune_state,
-    load_weights,
-    restore_rng_state,
-)
-from geminifusion.engine.train import Trainer, TrainingError, build_model, train
+from geminifusion.engine.rng import capture_rng_state, restore_rng_state
+from geminifusion.engine.train import Trainer, TrainingError, train
+from geminifusion.runs import load_run_config
+from geminifusion.weights.io import save_checkpoint
+from geminifusion.weights.load import load_weights
+from geminifusion.weights.training import finetune_state
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +112,7 @@ def test_short_train_reduces_the_loss_and_fills_the_run_folder(full_run):
     # alpha is not trained by default.
     assert torch.equal(last["model"]["alpha"], torch.ones(2))
     # The saved config rebuilds the run.
-    assert train_module.load_run_config(run) == full_run_config(run)
+    assert load_run_config(run) == full_run_config(run)
 
 
 def full_run_config(run: Path):
@@ -220,9 +218,9 @@ def test_resume_from_a_reference_checkpoint_starts_after_its_epoch(config, full_
 
 def test_atomic_save_never_leaves_a_torn_file(tmp_path):
     path = tmp_path / "ckpt.pt"
-    atomic_save({"a": torch.ones(3)}, path)
+    save_checkpoint({"a": torch.ones(3)}, path)
     with pytest.raises(Exception):  # noqa: B017 - pickling a lambda fails midway
-        atomic_save({"a": torch.zeros(3), "b": lambda: 0}, path)
+        save_checkpoint({"a": torch.zeros(3), "b": lambda: 0}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 

@@ -1,7 +1,8 @@
 """The ``geminifusion`` command line.
 
-Each sub-command lives in the module that owns its concept; this file only gathers them.
-A command module exposes ``add_commands(subparsers)`` and sets ``func`` on its parsers.
+Each sub-command has its module in ``geminifusion.commands``; this file only gathers them. A
+command module exposes ``add_commands(subparsers)`` and sets ``func`` on its parsers; the
+function parses and calls the library, which does the work (and has no argparse).
 Heavy imports happen inside the command functions, so ``geminifusion --help`` stays fast.
 """
 
@@ -17,7 +18,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geminifusion.commands.convert",
     "geminifusion.commands.data",
     "geminifusion.commands.train",
-    "geminifusion.commands.evaluate",
+    "geminifusion.commands.eval",
+    "geminifusion.commands.predict",
+    "geminifusion.commands.demo",
     "geminifusion.commands.detection3d",
 )
 
@@ -27,7 +30,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from geminifusion import __version__
+    from geminifusion._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="geminifusion",
@@ -45,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_from_environment()  # reuse freed activation memory (geminifusion.runtime)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2), already printed by argparse
+        return int(exit_.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -24,6 +24,10 @@ from pathlib import Path
 
 import yaml
 
+from geminifusion.backbones import resolve_config
+from geminifusion.files import write_text
+from geminifusion.segmentor import Segmentor, architecture_defaults, build_segmentor
+
 AMP_MODES = ("none", "bf16", "fp16")
 LOSS_KINDS = ("ce", "ohem")
 DEVICES = ("auto", "cpu", "cuda")
@@ -31,16 +35,22 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class RunConfig:
-    """Every setting of one training run; defaults are the paper's NYUDv2 MiT-B3 run.
+    """Every setting of one training run; defaults are the paper's NYUDv2 MiT-B3 recipe.
+
+    The keys that belong to the architecture (``head_embed_dim``, ``drop_path_rate``,
+    ``head_dropout``) default to None, "the architecture's value", so a config that names only
+    ``arch`` builds exactly what ``build_segmentor(arch, ...)`` builds; the paper's presets set
+    the rates of their runs. The run folder keeps the resolved values (:meth:`resolved`).
 
     Model:
         arch: backbone variant (``mit_b3``, ``swin_large_window12``, ...).
         arch_overrides: fields of the variant's config to change (``{"depths": [1, 1, 1, 1]}``).
         modalities: input names in model order; one name trains a single-modality SegFormer.
         num_classes: classes; None takes the dataset's.
-        head_embed_dim: width of the SegFormer head.
-        head_dropout: Dropout2d before the classifier (0.1 in the reference).
-        drop_path_rate: stochastic depth of the last block.
+        head_embed_dim: width of the SegFormer head; None: the architecture's (256, DeLiVER 512).
+        head_dropout: Dropout2d before the classifier; None: the architecture's (0.1).
+        drop_path_rate: stochastic depth of the last block; None: the architecture's. The
+            paper's presets set their runs' rates (0.4 for most).
         train_alpha: give the ensemble weights to the optimiser (the reference never does).
         pretrained: ImageNet backbone weights to start from (issue #6's loader).
         finetune: checkpoint whose weights, all but the classifier, start the run.
@@ -91,9 +101,9 @@ class RunConfig:
     arch_overrides: dict = field(default_factory=dict)
     modalities: tuple[str, ...] = ("rgb", "depth")
     num_classes: int | None = None
-    head_embed_dim: int = 256
-    head_dropout: float = 0.1
-    drop_path_rate: float = 0.4
+    head_embed_dim: int | None = None
+    head_dropout: float | None = None
+    drop_path_rate: float | None = None
     train_alpha: bool = False
     pretrained: str | None = None
     finetune: str | None = None
@@ -147,8 +157,12 @@ class RunConfig:
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the key of the first value that cannot work."""
-        positive = ("head_embed_dim", "batch_size", "val_batch_size", "val_every", "log_every")
-        positive += ("max_iters", "synthetic_num")
+        positive = ("batch_size", "val_batch_size", "val_every", "log_every", "max_iters")
+        positive += ("synthetic_num",)
+        if self.head_embed_dim is not None and self.head_embed_dim < 1:
+            raise ValueError(
+                f"config key 'head_embed_dim' must be positive, got {self.head_embed_dim}"
+            )
         for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"config key '{key}' must be positive, got {getattr(self, key)}")
@@ -168,8 +182,10 @@ class RunConfig:
             raise ValueError("config key 'stage_epochs' must be >= 0 with a positive sum")
         if any(lr <= 0 for lr in self.stage_lrs):
             raise ValueError(f"config key 'stage_lrs' must be positive, got {list(self.stage_lrs)}")
-        if not 0 <= self.drop_path_rate < 1 or not 0 <= self.head_dropout < 1:
-            raise ValueError("config keys 'drop_path_rate' and 'head_dropout' must lie in [0, 1)")
+        for key in ("drop_path_rate", "head_dropout"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"config key '{key}' must lie in [0, 1), got {value}")
         if not 0 < self.warmup_ratio <= 1:
             raise ValueError(
                 f"config key 'warmup_ratio' must lie in (0, 1], got {self.warmup_ratio}"
@@ -196,6 +212,39 @@ class RunConfig:
     def replace(self, **changes) -> RunConfig:
         """A copy with ``changes`` applied and checked like ``--set`` values."""
         return from_dict({**self.to_dict(), **changes})
+
+    def architecture(self) -> str | object:
+        """The variant name, or its config with ``arch_overrides`` applied."""
+        if not self.arch_overrides:
+            return self.arch
+        _, base = resolve_config(self.arch)
+        overrides = self.arch_overrides.items()
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides}
+        try:
+            return dataclasses.replace(base, **changes)
+        except (TypeError, ValueError) as err:
+            names = ", ".join(f.name for f in dataclasses.fields(base))
+            raise ValueError(
+                f"config key 'arch_overrides': {err}; {type(base).__name__} fields: {names}"
+            ) from None
+
+    def resolved(self) -> RunConfig:
+        """A copy whose architecture keys left at None hold the architecture's values."""
+        defaults = architecture_defaults(self.architecture())
+        changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+def build_model(config: RunConfig, num_classes: int) -> Segmentor:
+    """The segmentor a run config describes (random weights)."""
+    return build_segmentor(
+        config.architecture(),
+        num_classes,
+        modalities=config.modalities,
+        head_embed_dim=config.head_embed_dim,
+        drop_path_rate=config.drop_path_rate,
+        head_dropout=config.head_dropout,
+    )
 
 
 def _plain(value):
@@ -320,10 +369,16 @@ def _paper(name: str, arch: str, dataset: str, **changes) -> None:
 
 for _b in range(6):
     _paper(f"nyudv2_mit_b{_b}", f"mit_b{_b}", "nyudv2", drop_path_rate=0.35 if _b == 5 else 0.4)
-    _paper(f"sunrgbd_mit_b{_b}", f"mit_b{_b}", "sunrgbd", weight_decay=0.05 if _b == 5 else 0.01)
+    _paper(
+        f"sunrgbd_mit_b{_b}",
+        f"mit_b{_b}",
+        "sunrgbd",
+        drop_path_rate=0.4,
+        weight_decay=0.05 if _b == 5 else 0.01,
+    )
 for _swin, _dpr in (("tiny", 0.2), ("small", 0.4), ("large", 0.4), ("large_window12", 0.2)):
     _paper(f"nyudv2_swin_{_swin}", f"swin_{_swin}", "nyudv2", drop_path_rate=_dpr)
-    _paper(f"sunrgbd_swin_{_swin}", f"swin_{_swin}", "sunrgbd")
+    _paper(f"sunrgbd_swin_{_swin}", f"swin_{_swin}", "sunrgbd", drop_path_rate=0.4)
 # The paper's best NYUDv2 number: Swin-L/12 fine-tuned from its SUN RGB-D run (--finetune CKPT).
 _paper(
     "nyudv2_swin_large_window12_finetune",
@@ -403,7 +458,6 @@ def _deliver(name: str, arch: str, modalities: tuple[str, ...], drop_path_rate: 
         "arch": arch,
         "modalities": modalities,
         "dataset": "deliver",
-        "head_embed_dim": 512,
         "drop_path_rate": drop_path_rate,
         "crop_size": (1024, 1024),
         "batch_size": 1,
@@ -515,4 +569,4 @@ def save_config(config: RunConfig, path: str | Path) -> None:
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     else:
         text = json.dumps(data, indent=2) + "\n"
-    path.write_text(text, encoding="utf-8")
+    write_text(path, text)

@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# SegFormer's dropout before the classifier (the paper's code uses it for every model).
+HEAD_DROPOUT = 0.1
+
 
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A 1x1 convolution of an NCHW map as one batched matrix product.
@@ -62,7 +65,7 @@ class SegFormerHead(nn.Module):
         in_channels: Sequence[int],
         num_classes: int,
         embed_dim: int = 256,
-        dropout: float = 0.1,
+        dropout: float = HEAD_DROPOUT,
     ) -> None:
         super().__init__()
         self.in_channels = tuple(in_channels)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geminifusion.backbones import build_backbone, resolve_config
-from geminifusion.head import SegFormerHead
+from geminifusion.backbones import Backbone, build_backbone, resolve_config
+from geminifusion.head import HEAD_DROPOUT, SegFormerHead
 
 Inputs = Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | torch.Tensor
 
@@ -36,23 +36,23 @@ class Segmentor(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         head: SegFormerHead,
         modalities: Sequence[str],
         spec: dict | None = None,
     ) -> None:
         super().__init__()
         self.modalities = tuple(modalities)
-        self.num_streams = getattr(backbone, "num_streams", len(self.modalities))
+        self.num_streams = backbone.num_streams
         self.spec = spec or {}
         if self.num_streams > 1:
             self.alpha = nn.Parameter(torch.ones(self.num_streams))
         self.backbone = backbone
         self.head = head
-        # Family conventions of the reference code the backbone follows (DeLiVER: logits at the
-        # input size, ensemble on those; head saved as ``decode_head.*``).
-        self.upsample_logits = bool(getattr(backbone, "upsample_logits", False))
-        self.head_reference_prefix = getattr(backbone, "head_reference_prefix", "decoder.")
+        # Class names, when known (a dataset's, a model folder's); saved with the model.
+        self.class_names: list[str] | None = None
+        # Where the weights came from, set by geminifusion.load_model (a ModelSource).
+        self.source = None
 
     @property
     def num_classes(self) -> int:
@@ -60,14 +60,8 @@ class Segmentor(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
-        names = list(getattr(self.backbone, "stream_names", self.modalities))
+        names = list(self.backbone.stream_names or self.modalities)
         return names + ["ensemble"] if self.num_streams > 1 else names
-
-    def save_pretrained(self, directory: str, class_names: Sequence[str] | None = None) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (read by ``gf.from_pretrained``)."""
-        from geminifusion.hub import save_pretrained
-
-        save_pretrained(self, directory, class_names)
 
     def stack_inputs(self, inputs: Inputs) -> torch.Tensor:
         """Check the inputs and stack them to ``(M, B, 3, H, W)``; errors name the modality."""
@@ -101,8 +95,23 @@ class Segmentor(nn.Module):
                 )
             if x.dtype != first.dtype or x.device != first.device:
                 raise ValueError(f"input {name!r} is {x.dtype} on {x.device}, unlike {names[0]!r}")
+        weight = self.head.linear_pred.weight
+        if not torch.is_autocast_enabled(first.device.type) and first.dtype != weight.dtype:
+            raise ValueError(
+                f"input {names[0]!r} is {first.dtype} but the model's weights are {weight.dtype}: "
+                f"convert the inputs (x.to({weight.dtype})) or the model (model.to(...))"
+            )
+        if first.device != weight.device:
+            raise ValueError(
+                f"input {names[0]!r} is on {first.device} but the model is on {weight.device}"
+            )
+        if first.shape[0] == 0:
+            raise ValueError(f"input {names[0]!r} is an empty batch (0 samples)")
         if min(first.shape[-2:]) < MIN_SIDE:
-            raise ValueError(f"inputs must be at least {MIN_SIDE} x {MIN_SIDE}, got {first.shape}")
+            raise ValueError(
+                f"inputs must be at least {MIN_SIDE} x {MIN_SIDE} pixels, got "
+                f"{first.shape[-2]} x {first.shape[-1]}"
+            )
         return torch.stack(list(inputs))
 
     def forward_features(self, inputs: Inputs) -> list[torch.Tensor]:
@@ -114,7 +123,7 @@ class Segmentor(nn.Module):
         features = self.backbone(stacked)
         s, b = features[0].shape[:2]
         logits = self.head([f.flatten(0, 1) for f in features])
-        if self.upsample_logits:
+        if self.backbone.upsample_logits:
             size = stacked.shape[-2:]
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         logits = logits.view(s, b, *logits.shape[1:])
@@ -125,12 +134,28 @@ class Segmentor(nn.Module):
         return outputs
 
 
+def architecture_defaults(arch: str | object) -> dict:
+    """What ``build_segmentor(arch, ...)`` uses when the head width, drop-path rate or head
+    dropout is not given: the config's values and SegFormer's head dropout.
+
+    Run configs leave these keys at None to mean exactly this, so a config with only ``arch``
+    builds the same model as ``build_segmentor``.
+    """
+    _, config = resolve_config(arch)
+    return {
+        "head_embed_dim": config.head_embed_dim,
+        "drop_path_rate": config.drop_path_rate,
+        "head_dropout": HEAD_DROPOUT,
+    }
+
+
 def build_segmentor(
     arch: str | object,
     num_classes: int,
     modalities: Sequence[str] = ("rgb", "depth"),
     head_embed_dim: int | None = None,
     drop_path_rate: float | None = None,
+    head_dropout: float | None = None,
 ) -> Segmentor:
     """Build a segmentor from a variant name (``"mit_b3"``) or a config (``MiTConfig(...)``).
 
@@ -140,24 +165,45 @@ def build_segmentor(
         modalities: input names in call order; one name gives a plain single-modality SegFormer.
         head_embed_dim: width of the SegFormer head; default the config's (256, DeLiVER 512).
         drop_path_rate: overrides the config's stochastic-depth rate.
+        head_dropout: ``Dropout2d`` rate before the classifier; default 0.1, as in SegFormer.
+
+    Raises:
+        ValueError: an unknown architecture or an argument of the wrong type or range, named.
     """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if isinstance(modalities, str) or not all(isinstance(m, str) and m for m in modalities):
+        raise ValueError(f"modalities must be a sequence of names, got {modalities!r}")
     modalities = tuple(modalities)
     if len(set(modalities)) != len(modalities) or not modalities:
         raise ValueError(f"modalities must be distinct names, got {modalities}")
     name, config = resolve_config(arch)
-    if drop_path_rate is not None:
+    defaults = architecture_defaults(config)
+    head_embed_dim = defaults["head_embed_dim"] if head_embed_dim is None else head_embed_dim
+    drop_path_rate = defaults["drop_path_rate"] if drop_path_rate is None else drop_path_rate
+    head_dropout = defaults["head_dropout"] if head_dropout is None else head_dropout
+    _check_number("head_embed_dim", head_embed_dim, int, low=1)
+    _check_number("drop_path_rate", drop_path_rate, float, low=0.0, below=1.0)
+    _check_number("head_dropout", head_dropout, float, low=0.0, below=1.0)
+    if drop_path_rate != config.drop_path_rate:
         config = dataclasses.replace(config, drop_path_rate=drop_path_rate)
-    if head_embed_dim is None:
-        head_embed_dim = getattr(config, "head_embed_dim", 256)
     backbone = build_backbone(config, len(modalities))
-    head = SegFormerHead(backbone.out_channels, num_classes, head_embed_dim)
+    head = SegFormerHead(backbone.out_channels, num_classes, head_embed_dim, head_dropout)
     spec = {
         "arch": name or {"type": type(config).__name__, **dataclasses.asdict(config)},
         "drop_path_rate": config.drop_path_rate,
         "num_classes": num_classes,
         "modalities": list(modalities),
         "head_embed_dim": head_embed_dim,
+        "head_dropout": head_dropout,
     }
     return Segmentor(backbone, head, modalities, spec)
+
+
+def _check_number(name: str, value, kind: type, low: float, below: float | None = None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and isinstance(value, int)
+    if not ok or value < low or (below is not None and value >= below):
+        bound = f"in [{low}, {below})" if below is not None else f">= {low}"
+        raise ValueError(f"{name} must be a {kind.__name__} {bound}, got {value!r}")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geminifusion.backbones.mit import MiTConfig, MixTransformer, tokens_to_maps
+from geminifusion.backbones.mit import MIT_VARIANTS, MiTConfig, MixTransformer, tokens_to_maps
 from geminifusion.layers import ModalityLayerNorm
 
 
@@ -40,17 +40,10 @@ class DeliverConfig(MiTConfig):
     head_embed_dim: int = 512
 
 
-def _deliver(dims: tuple[int, ...], depths: tuple[int, ...]) -> DeliverConfig:
-    return DeliverConfig(embed_dims=dims, depths=depths)
-
-
+# The released sizes: the MiT widths and depths, wired the DeLiVER way.
 DELIVER_VARIANTS: dict[str, DeliverConfig] = {
-    "deliver_mit_b0": _deliver((32, 64, 160, 256), (2, 2, 2, 2)),
-    "deliver_mit_b1": _deliver((64, 128, 320, 512), (2, 2, 2, 2)),
-    "deliver_mit_b2": _deliver((64, 128, 320, 512), (3, 4, 6, 3)),
-    "deliver_mit_b3": _deliver((64, 128, 320, 512), (3, 4, 18, 3)),
-    "deliver_mit_b4": _deliver((64, 128, 320, 512), (3, 8, 27, 3)),
-    "deliver_mit_b5": _deliver((64, 128, 320, 512), (3, 6, 40, 3)),
+    f"deliver_{name}": DeliverConfig(embed_dims=mit.embed_dims, depths=mit.depths)
+    for name, mit in MIT_VARIANTS.items()
 }
 
 
@@ -91,14 +84,13 @@ class DeliverMiT(MixTransformer):
     reference_prefix = "backbone."
     head_reference_prefix = "decode_head."
     upsample_logits = True  # the reference returns logits at the input size
-    num_streams = 2
 
     def __init__(self, config: MiTConfig, num_modalities: int) -> None:
         if num_modalities < 2:
             raise ValueError(
                 f"the multi-sensor backbone needs 2 or more inputs, got {num_modalities}"
             )
-        super().__init__(config, num_modalities=2)
+        super().__init__(config, num_modalities=2)  # the blocks always carry two streams
         self.num_modalities = num_modalities
         self.num_extras = num_modalities - 1
         if num_modalities > 2:

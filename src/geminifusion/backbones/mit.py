@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geminifusion.backbones.base import Backbone
 from geminifusion.fusion import GeminiFusion
 from geminifusion.layers import DropPath, ModalityLayerNorm, gelu
 
@@ -32,6 +33,7 @@ class MiTConfig:
         qkv_bias: bias in the query and key/value projections.
         drop_path_rate: stochastic depth at the last block (linear from 0).
         fusion_heads: heads of each GeminiFusion attention.
+        head_embed_dim: width of the SegFormer head built on this backbone.
     """
 
     embed_dims: Sequence[int] = (32, 64, 160, 256)
@@ -42,6 +44,7 @@ class MiTConfig:
     qkv_bias: bool = True
     drop_path_rate: float = 0.1
     fusion_heads: int = 8
+    head_embed_dim: int = 256
 
     def __post_init__(self) -> None:
         for name in ("embed_dims", "depths", "num_heads", "sr_ratios"):
@@ -179,7 +182,7 @@ class MiTBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), height, width))
 
 
-class MixTransformer(nn.Module):
+class MixTransformer(Backbone):
     """MiT encoder over ``M`` aligned modalities (GeminiFusion when ``M == 2``).
 
     Input: ``(M, B, 3, H, W)``. Output: four feature maps ``(M, B, C_s, H_s, W_s)`` at strides
@@ -187,15 +190,12 @@ class MixTransformer(nn.Module):
     """
 
     def __init__(self, config: MiTConfig, num_modalities: int = 2, in_chans: int = 3) -> None:
-        super().__init__()
         if num_modalities not in (1, 2):
             raise ValueError(
                 f"MixTransformer fuses 1 or 2 streams, got {num_modalities}; "
                 "more modalities need the multi-sensor (DeLiVER) backbone"
             )
-        self.config = config
-        self.num_modalities = num_modalities
-        self.out_channels = tuple(config.embed_dims)
+        super().__init__(config, num_modalities, config.embed_dims)
         rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
         prev = in_chans
         for s, (dim, depth) in enumerate(zip(config.embed_dims, config.depths, strict=True)):
@@ -241,6 +241,7 @@ class MixTransformer(nn.Module):
             features.append(maps.view(m, b, *maps.shape[1:]))
         return features
 
+    family = "mit"
     # Reference checkpoint naming: the reference wraps shared layers in ``ModuleParallel``.
     reference_prefix = "encoder."
     _wrapped = ("proj", "q", "kv", "sr", "fc1", "fc2")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geminifusion.backbones.base import Backbone
 from geminifusion.fusion import GeminiFusion
 from geminifusion.layers import DropPath, ModalityLayerNorm, gelu
 
@@ -45,6 +46,7 @@ class SwinConfig:
         qkv_bias: bias in the query/key/value projection.
         drop_path_rate: stochastic depth at the last block (linear from 0).
         fusion_heads: heads of each GeminiFusion attention (the reference always uses 8).
+        head_embed_dim: width of the SegFormer head built on this backbone.
     """
 
     embed_dim: int = 96
@@ -56,6 +58,7 @@ class SwinConfig:
     qkv_bias: bool = True
     drop_path_rate: float = 0.1
     fusion_heads: int = 8
+    head_embed_dim: int = 256
 
     def __post_init__(self) -> None:
         for name in ("depths", "num_heads"):
@@ -409,7 +412,7 @@ class SwinStage(nn.Module):
         return x
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(Backbone):
     """Swin encoder over ``M`` aligned modalities (GeminiFusion when ``M == 2``).
 
     Input: ``(M, B, 3, H, W)``, any ``H, W``. Output: four feature maps ``(M, B, C_s, H_s, W_s)``
@@ -417,15 +420,12 @@ class SwinTransformer(nn.Module):
     """
 
     def __init__(self, config: SwinConfig, num_modalities: int = 2, in_chans: int = 3) -> None:
-        super().__init__()
         if num_modalities not in (1, 2):
             raise ValueError(
                 f"SwinTransformer fuses 1 or 2 streams, got {num_modalities}; "
                 "more modalities need the multi-sensor (DeLiVER) backbone"
             )
-        self.config = config
-        self.num_modalities = num_modalities
-        self.out_channels = config.embed_dims
+        super().__init__(config, num_modalities, config.embed_dims)
         self.patch_embed = PatchEmbed(in_chans, config.embed_dim, config.patch_size, num_modalities)
         rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
         ws = config.window_size
@@ -465,6 +465,7 @@ class SwinTransformer(nn.Module):
                 x = x.view(m, b, *x.shape[1:])
         return features
 
+    family = "swin"
     # Reference checkpoint naming: the backbone sits at ``encoder.body`` and every shared layer
     # is wrapped in a ``ModuleParallel`` (an extra ``.module``).
     reference_prefix = "encoder.body."

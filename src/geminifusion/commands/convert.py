@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geminifusion.commands import options as opt
+
 DESCRIPTION = """\
 Convert a training checkpoint of the paper's code (IN, a file) into a model folder
 (OUT: config.json + model.safetensors, loadable with geminifusion.from_pretrained), or a model
@@ -31,6 +33,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--modalities",
+        type=opt.names,
         help="comma-separated input names (default: rgb,depth; rgb,depth,event,lidar for four)",
     )
     parser.add_argument(
@@ -42,7 +45,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from geminifusion.cli import CLIError
-    from geminifusion.hub import folder_to_reference, parse_arch, reference_to_folder
+    from geminifusion.weights import folder_to_reference, parse_arch, reference_to_folder
 
     source, target = args.input, args.output
     if not source.exists():
@@ -59,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if target.is_file():
         raise CLIError(f"{target} is a file; give the folder to write")
-    modalities = None
-    if args.modalities:
-        modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    modalities = args.modalities
     class_names = None
     if args.class_names:
         lines = args.class_names.read_text().splitlines()

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from geminifusion.commands import options as opt
+
 DATASET_NAMES = ("nyudv2", "sunrgbd", "deliver", "folder", "synthetic")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 120x160, got {text!r}") from None
-    return h, w
 
 
 def _names(values: list[str] | None) -> tuple[str, ...] | None:
@@ -32,7 +26,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", help="output folder (must be new or empty)")
     p.add_argument("--num", type=int, default=200, help="number of samples (default 200)")
-    p.add_argument("--size", type=_size, default=(120, 160), help="HxW (default 120x160)")
+    p.add_argument("--size", type=opt.size, default=(120, 160), help="HxW (default 120x160)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share for val.txt (0.2)")
     p.add_argument(
@@ -64,7 +58,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--conditions", nargs="+", default=None, help="deliver: e.g. sun night")
     p.add_argument("--num-classes", type=int, default=None, help="folder: number of classes")
     p.add_argument("--reduce-zero-label", action="store_true", help="folder: labels are 1..K")
-    p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    opt.add_progress(p)
     p.set_defaults(func=run_check_data)
 
 
@@ -110,6 +104,6 @@ def run_check_data(args: argparse.Namespace) -> int:
         args.split if args.split is not None else (None if args.dataset == "folder" else "train")
     )
     dataset = build_dataset(args.dataset, args.root, split, _names(args.modalities), **kwargs)
-    report = check_dataset(dataset, progress=False if args.no_progress else None)
+    report = check_dataset(dataset, progress=opt.progress(args))
     print(report.summary())
     return 0 if report.ok else 1

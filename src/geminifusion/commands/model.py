@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from geminifusion.commands import options as opt
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,40 +18,39 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("names", nargs="*", help="only these architectures (default: all)")
     parser.add_argument("--num-classes", type=int, default=40)
     parser.add_argument(
-        "--modalities", default="rgb,depth", help="comma-separated input names (default rgb,depth)"
+        "--modalities",
+        type=opt.names,
+        default=("rgb", "depth"),
+        help="comma-separated input names (default rgb,depth)",
     )
     parser.add_argument(
-        "--forward", metavar="HxW", help="time one forward pass at this size (batch 1, CPU/CUDA)"
+        "--forward",
+        type=opt.size,
+        metavar="HxW",
+        help="time one forward pass at this size (batch 1, CPU/CUDA)",
     )
     parser.set_defaults(func=run_models)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--forward expects HxW, e.g. 480x640, got {text!r}") from None
-    return height, width
 
 
 def run_models(args: argparse.Namespace) -> int:
     import torch
 
-    import geminifusion as gf
+    from geminifusion.backbones import VARIANTS
+    from geminifusion.segmentor import build_segmentor
 
-    modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-    names = args.names or sorted(gf.VARIANTS)
-    size = _size(args.forward) if args.forward else None
+    modalities = args.modalities
+    names = args.names or sorted(VARIANTS)
+    size = args.forward
     device = "cuda" if torch.cuda.is_available() else "cpu"
     header = f"{'architecture':<24} {'parameters':>14}"
     print(header + (f" {'forward s':>10}" if size else ""))
     for name in names:
         if size is None:
             with torch.device("meta"):  # counting needs shapes only
-                model = gf.build_segmentor(name, args.num_classes, modalities)
+                model = build_segmentor(name, args.num_classes, modalities)
             line = f"{name:<24} {sum(p.numel() for p in model.parameters()):>14,}"
         else:
-            model = gf.build_segmentor(name, args.num_classes, modalities).to(device).eval()
+            model = build_segmentor(name, args.num_classes, modalities).to(device).eval()
             x = [torch.randn(1, 3, *size, device=device) for _ in modalities]
             with torch.inference_mode():
                 start = time.perf_counter()

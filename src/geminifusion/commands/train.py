@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from geminifusion.commands import options as opt
+
 EPILOG = """\
 examples:
   geminifusion train nyudv2_mit_b3 --set data_root=data/nyudv2 --pretrained mit_b3.pth
@@ -28,14 +30,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", nargs="?", help="preset name (see --list) or a YAML/JSON file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change a config key (YAML value: 4, 1e-4, [480,640], true); repeatable",
-    )
+    opt.add_overrides(p, "stage_epochs=[50,50,50], data_root=..., amp=bf16")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument(
         "--resume",
@@ -61,9 +56,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--list", action="store_true", help="list the presets and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument(
-        "--no-progress", action="store_true", help="no progress bars (default: on a terminal)"
-    )
+    opt.add_progress(p)
     p.set_defaults(func=run_train)
 
 
@@ -113,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
             args.out,
             resume=args.resume,
             overwrite=args.overwrite,
-            progress=False if args.no_progress else None,
+            progress=opt.progress(args),
         )
     except TrainingError as err:
         raise CLIError(str(err)) from None

@@ -26,9 +26,10 @@ from torch.utils.data import Dataset
 
 from geminifusion.data.io import (
     DEPTH_FORMATS,
-    IMAGE_EXTENSIONS,
     MODALITY_FORMATS,
     DataError,
+    default_format,
+    index_folder,
     read_label,
     read_modality,
 )
@@ -482,20 +483,6 @@ class DeLiVER(SegmentationDataset):
         return (raw - np.uint8(1)).astype(np.int64)
 
 
-def _index_folder(folder: Path) -> dict[str, str]:
-    """stem -> path of the image files in one folder (any image extension, no duplicates)."""
-    index: dict[str, str] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if entry.stem in index:
-            raise DataError(
-                f"two files with the same stem: {index[entry.stem]} and {entry}", folder
-            )
-        index[entry.stem] = str(entry)
-    return index
-
-
 class FolderDataset(SegmentationDataset):
     """Your own sensors: ``root/<modality>/<stem>.<ext>`` and ``root/labels/<stem>.<ext>``.
 
@@ -543,7 +530,7 @@ class FolderDataset(SegmentationDataset):
             raise DataError(f"no '{label_dir}' folder with the label images", root)
         if depth_format not in DEPTH_FORMATS:
             raise ValueError(f"unknown depth_format {depth_format!r}; expected {DEPTH_FORMATS}")
-        indexes = {key: _index_folder(root / key) for key in (*modalities, label_dir)}
+        indexes = {key: index_folder(root / key) for key in (*modalities, label_dir)}
         if split_file is not None or split not in (None, "all"):
             list_path = Path(split_file) if split_file is not None else root / f"{split}.txt"
             if not list_path.is_file():
@@ -573,9 +560,7 @@ class FolderDataset(SegmentationDataset):
         _raise_missing(missing)
         formats = dict(formats or {})
         for m in modalities:
-            formats.setdefault(
-                m, "rgb" if m == RGB_KEY else depth_format if m == "depth" else "png8"
-            )
+            formats.setdefault(m, default_format(m, depth_format))
         if class_names is None:
             class_names = read_class_names(root)
         if class_names is None:

@@ -144,6 +144,29 @@ def read_hha(path: str | Path) -> np.ndarray:
     return np.asarray(img, dtype=np.float32)[..., :3] / 255.0
 
 
+def default_format(modality: str, depth_format: str = "png8") -> str:
+    """How a modality's files are read unless said otherwise: ``rgb`` as a colour image,
+    ``depth`` in ``depth_format``, any other sensor as an 8-bit map."""
+    if modality == "rgb":
+        return "rgb"
+    return depth_format if modality == "depth" else "png8"
+
+
+def index_folder(folder: str | Path) -> dict[str, str]:
+    """stem -> path of the image files in one folder (any image extension, no duplicates)."""
+    folder = Path(folder)
+    index: dict[str, str] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if entry.stem in index:
+            raise DataError(
+                f"two files with the same stem: {index[entry.stem]} and {entry}", folder
+            )
+        index[entry.stem] = str(entry)
+    return index
+
+
 def read_modality(path: str | Path, fmt: str, depth_max_m: float = 10.0) -> np.ndarray:
     """Read one modality file in the declared format (see ``MODALITY_FORMATS``)."""
     if fmt == "rgb":

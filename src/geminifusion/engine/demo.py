@@ -23,6 +23,7 @@ from geminifusion.configs import TINY_ARCH, RunConfig, get_preset
 from geminifusion.engine.evaluate import build_eval_loader, evaluate
 from geminifusion.engine.metrics import format_table, to_json_ready
 from geminifusion.engine.visualize import colorize, comparison_figure, image_to_uint8
+from geminifusion.runs import BEST
 
 MARKER = "demo.json"
 # (run folder, preset, label) of the three models, the fused one first.
@@ -134,13 +135,10 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _load_final(config: RunConfig, run_dir: Path, num_classes: int) -> torch.nn.Module:
-    from geminifusion.engine.state import load_weights
-    from geminifusion.engine.train import build_model
+def _load_final(run_dir: Path) -> torch.nn.Module:
+    from geminifusion.weights.load import load_model
 
-    model = build_model(config, num_classes)
-    load_weights(model, run_dir / "checkpoints" / "best.pt")
-    return model.eval()
+    return load_model(run_dir / BEST)
 
 
 def _figure(models, dataset, count: int, names: dict[str, str], scores: dict[str, float]):
@@ -218,7 +216,7 @@ def _run_demo(out_dir, settings: DemoSettings, overwrite: bool, progress, log) -
         config = demo_config(preset, settings, data_root)
         log(f"\n== training {label}: {config.total_epochs} epochs ==")
         run = train(config, out / key, overwrite=True, progress=progress)
-        model = _load_final(config, run.run_dir, val_set.num_classes)
+        model = _load_final(run.run_dir)
         scores = evaluate(model, build_eval_loader(val_set, 8), len(class_names), progress=False)
         models[key], labels[key] = model, label
         results[key] = list(scores.values())[-1]  # the ensemble of the fused model

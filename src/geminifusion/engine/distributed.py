@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
+
+from geminifusion.files import WriteError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,14 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a config's ``amp`` setting (``none``, ``bf16``, ``fp16``) on
+    ``device``; None where mixed precision is off or not offered (the CPU)."""
+    if amp == "none" or device.type != "cuda":
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistContext:
@@ -117,6 +130,25 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 (writing files, generating data) and hand its result, or its error,
+    to every process; the others must not wait forever on a rank 0 that failed."""
+    result, failure, message = None, None, None
+    if not is_initialized() or dist.get_rank() == 0:
+        try:
+            result = fn()
+        except Exception as err:
+            failure, message = err, (type(err).__name__, str(err))
+    if is_initialized():
+        result, message = broadcast_object((result, message))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        kinds = {"FileNotFoundError": FileNotFoundError, "WriteError": WriteError}
+        raise kinds.get(message[0], ValueError)(message[1])
+    return result
 
 
 class ResumableSampler(DistributedSampler):

@@ -104,6 +104,18 @@ def sliding_window(
     return [t / count for t in totals]
 
 
+def describe_options(options: dict) -> str:
+    """``single scale``, or ``scales [...], flip, sliding window HxW``: the test-time options of
+    :func:`predict_scores`, for a log line."""
+    scales = tuple(options.get("scales", (1.0,)))
+    parts = ["single scale" if scales == (1.0,) else f"scales {list(scales)}"]
+    if options.get("flip"):
+        parts.append("flip")
+    if options.get("window"):
+        parts.append(f"sliding window {options['window'][0]}x{options['window'][1]}")
+    return ", ".join(parts)
+
+
 @torch.no_grad()
 def predict_scores(
     model: nn.Module,

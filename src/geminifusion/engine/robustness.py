@@ -227,67 +227,22 @@ def save_report(report: Mapping, out_dir: str | Path, stem: str, table: str) -> 
     return paths
 
 
-# ------------------------------------------------------------------------ command-line options
-
-
-def add_robustness_options(parser) -> None:
-    """``--drop-modality``, ``--drop-mode`` and ``--by-condition`` for ``geminifusion eval``."""
-    g = parser.add_argument_group("sensor failure and conditions (multi-sensor data)")
-    g.add_argument(
-        "--drop-modality",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="also score with this input dead (repeatable; 'all': each non-RGB input in turn); "
-        "prints and saves a table of mIoU per dropped modality",
-    )
-    g.add_argument(
-        "--drop-mode",
-        choices=DROP_MODES,
-        default="zeros",
-        help="what a dead sensor feeds the model: zeros (default) or uniform noise",
-    )
-    g.add_argument(
-        "--by-condition",
-        action="store_true",
-        help="score each condition (DeLiVER: cloud, fog, night, rain, sun) and overall",
-    )
-
-
-def wants_robustness(args) -> bool:
-    return bool(getattr(args, "drop_modality", None) or getattr(args, "by_condition", False))
-
-
-def run_robustness(
-    args,
-    model: nn.Module,
-    dataset: Dataset,
-    num_classes: int,
-    device: torch.device | str,
-    out: str | Path,
-    is_main: bool = True,
-    **options,
-) -> dict:
-    """The ``eval`` path for the options above: tables printed (rank 0) and saved to ``out``."""
-    modalities = list(getattr(model, "module", model).modalities)
+def robustness_drops(modalities: Sequence[str], names: Sequence[str]) -> list[str | None]:
+    """The runs of a robustness report: intact, then each named input dead (``all``: every input
+    but the first)."""
     drops: list[str | None] = [None]
-    for name in args.drop_modality:
-        names = modalities[1:] if name == "all" else [name]
-        for n in names:
+    for name in names:
+        for n in list(modalities[1:]) if name == "all" else [name]:
             if n not in modalities:
-                raise ValueError(f"--drop-modality {n}: the model takes {', '.join(modalities)}")
+                raise ValueError(f"cannot drop {n!r}: the model takes {', '.join(modalities)}")
             if n not in drops:
                 drops.append(n)
-    report = robustness_report(
-        model, dataset, num_classes, device, drops=drops, mode=args.drop_mode, **options
-    )
-    if is_main:
-        intact = report[NO_DROP]
-        text = f"mIoU per condition (nothing dropped):\n{format_condition_table(intact)}"
-        if len(drops) > 1:
-            text += f"\n\nmIoU with one input dead ({args.drop_mode}):\n"
-            text += format_robustness_table(report)
-        print(text)
-        paths = save_report(report, out, f"robustness_{args.drop_mode}", text)
-        print(f"saved {paths[0]} and {paths[1].name}")
-    return report
+    return drops
+
+
+def robustness_text(report: Mapping, mode: str) -> str:
+    """The per-condition table of the intact run and, when sensors were dropped, the drop table."""
+    text = f"mIoU per condition (nothing dropped):\n{format_condition_table(report[NO_DROP])}"
+    if len(report) > 1:
+        text += f"\n\nmIoU with one input dead ({mode}):\n{format_robustness_table(report)}"
+    return text

@@ -4,21 +4,13 @@
 BatchNorm statistics frozen, the loss summed over every output, validation every
 ``config.val_every`` epochs (keeping the checkpoint with the best ensemble mIoU) and a resumable
 checkpoint at the end of every epoch. Under ``torchrun`` the same call trains with
-DistributedDataParallel; only rank 0 writes files and prints.
-
-The run folder (``runs/<name>/`` by default)::
-
-    config.yaml           the resolved config
-    metrics.jsonl         one JSON record per logged iteration ("train") and per validation ("val")
-    train.log             what was printed
-    checkpoints/last.pt   everything needed to resume exactly (written atomically)
-    checkpoints/best.pt   the weights with the best validation mIoU of the last output
+DistributedDataParallel; only rank 0 writes files and prints. The run folder's layout and rules
+are in :mod:`geminifusion.runs`, the checkpoints' contents in :mod:`geminifusion.weights.training`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -27,53 +19,32 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from geminifusion.configs import RunConfig, from_dict, read_config_file, save_config
+from geminifusion import runs
+from geminifusion.configs import RunConfig, build_model
 from geminifusion.engine import distributed as D
 from geminifusion.engine.losses import segmentation_loss
-from geminifusion.engine.schedule import optimizer_from_config
-from geminifusion.engine.state import (
-    FORMAT,
-    FORMAT_VERSION,
-    atomic_save,
+from geminifusion.engine.rng import (
     capture_rng_state,
+    process_seed,
+    restore_rng_state,
+    seed_everything,
+)
+from geminifusion.engine.schedule import optimizer_from_config
+from geminifusion.runs import BEST, LAST, LOG_FILE, METRICS_FILE
+from geminifusion.weights.io import read_checkpoint, save_checkpoint
+from geminifusion.weights.load import load_weights
+from geminifusion.weights.strict import load_strict
+from geminifusion.weights.training import (
+    best_checkpoint,
+    check_training_checkpoint,
     finetune_state,
     is_training_checkpoint,
-    load_model_state,
-    restore_rng_state,
     training_checkpoint,
-)
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
-LAST = "checkpoints/last.pt"
-BEST = "checkpoints/best.pt"
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOG_FILE, LAST, BEST)
-
-# Keys a resumed run may change: they do not alter what the resumed iterations compute.
-RESUME_MAY_CHANGE = frozenset(
-    {
-        "name",
-        "data_root",
-        "num_workers",
-        "val_batch_size",
-        "val_every",
-        "log_every",
-        "checkpoint_every",
-        "device",
-        "pretrained",
-        "finetune",
-        "eval_scales",
-        "eval_flip",
-        "eval_window",
-        "eval_stride",
-    }
 )
 
 
@@ -95,40 +66,6 @@ class TrainResult:
     finished: bool = True
 
 
-def default_run_dir(config: RunConfig) -> Path:
-    return Path("runs") / config.name
-
-
-def build_model(config: RunConfig, num_classes: int) -> nn.Module:
-    """The segmentor a config describes (architecture, overrides, head, drop-path)."""
-    from geminifusion.backbones import resolve_config
-    from geminifusion.segmentor import build_segmentor
-
-    arch: object = config.arch
-    if config.arch_overrides:
-        _, base = resolve_config(config.arch)
-        changes = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in config.arch_overrides.items()
-        }
-        try:
-            arch = dataclasses.replace(base, **changes)
-        except TypeError as err:
-            names = ", ".join(f.name for f in dataclasses.fields(base))
-            raise ValueError(
-                f"config key 'arch_overrides': {err}; {type(base).__name__} fields: {names}"
-            ) from None
-    model = build_segmentor(
-        arch,
-        num_classes,
-        modalities=config.modalities,
-        head_embed_dim=config.head_embed_dim,
-        drop_path_rate=config.drop_path_rate,
-    )
-    if hasattr(model.head, "dropout"):
-        model.head.dropout.p = config.head_dropout
-    return model
-
-
 def freeze_batchnorm(model: nn.Module) -> None:
     """BatchNorm layers to eval mode: running statistics stay fixed, the affine still trains."""
     for module in model.modules():
@@ -146,123 +83,6 @@ def stage_of_epoch(stage_epochs, epoch: int) -> int:
     return len(stage_epochs) - 1
 
 
-def _seed_everything(seed: int) -> None:
-    import random
-
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def _process_seed(seed: int, rank: int) -> int:
-    """A different stream per process for dropout and drop-path, fixed by (seed, rank)."""
-    return int(np.random.SeedSequence([seed, rank, 7]).generate_state(1, np.uint32)[0])
-
-
-def _on_main(ctx: D.DistContext, fn):
-    """Run ``fn`` on rank 0 and hand its result, or its error, to every process.
-
-    The other processes must not wait forever on a rank 0 that failed: they raise too.
-    """
-    result, failure, message = None, None, None
-    if ctx.is_main:
-        try:
-            result = fn()
-        except Exception as err:
-            failure, message = err, (type(err).__name__, str(err))
-    if ctx.distributed:
-        result, message = D.broadcast_object((result, message))
-    if failure is not None:
-        raise failure
-    if message is not None:
-        kinds = {"FileNotFoundError": FileNotFoundError, "TrainingError": TrainingError}
-        raise kinds.get(message[0], ValueError)(message[1])
-    return result
-
-
-def _config_differences(saved: dict, current: dict) -> list[str]:
-    keys = sorted(set(saved) | set(current))
-    return [
-        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
-        for k in keys
-        if k not in RESUME_MAY_CHANGE and saved.get(k) != current.get(k)
-    ]
-
-
-def prepare_run_folder(
-    run_dir: Path, config: RunConfig, resume: bool | str, overwrite: bool
-) -> str | None:
-    """Check and set up the run folder (rank 0); returns the checkpoint to resume from, if any.
-
-    A folder that already holds a run (a metrics log or checkpoints) is refused unless ``resume``
-    (continue it, with a config that computes the same thing) or ``overwrite`` (its run files
-    are deleted). A folder left by a start that failed before training is simply reused.
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"run folder {run_dir} exists and is not a folder")
-    present = [name for name in (METRICS_FILE, LAST, BEST) if (run_dir / name).exists()]
-    resume_path: str | None = None
-    if isinstance(resume, str):
-        resume_path = resume
-        if not Path(resume).is_file():
-            raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
-    if present and overwrite and not resume:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        present = []
-    elif present and not resume:
-        raise ValueError(
-            f"{run_dir} already holds a run ({', '.join(present)}); pass --resume to continue "
-            "it or --overwrite to start over"
-        )
-    if resume and present and (run_dir / CONFIG_FILE).is_file():
-        saved = read_config_file(run_dir / CONFIG_FILE)
-        changed = _config_differences(saved, config.to_dict())
-        if changed:
-            raise ValueError(
-                f"{run_dir} holds a run with another config; it cannot be resumed with "
-                f"these changes:\n  " + "\n  ".join(changed) + "\n(use --overwrite to start over)"
-            )
-    if resume is True:
-        if LAST not in present:
-            raise FileNotFoundError(f"--resume: nothing to resume, {run_dir / LAST} does not exist")
-        resume_path = str(run_dir / LAST)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    for torn in (run_dir / "checkpoints").glob(".*.tmp"):  # a write cut short by a kill
-        torn.unlink()
-    if not resume:
-        (run_dir / LOG_FILE).unlink(missing_ok=True)
-    save_config(config, run_dir / CONFIG_FILE)
-    return resume_path
-
-
-def check_data_root(config: RunConfig) -> None:
-    """Fail early, before the run folder is touched, when the data cannot be there."""
-    if config.dataset == "synthetic":
-        return
-    if not config.data_root:
-        raise ValueError(
-            f"config key 'data_root' is not set: pass --set data_root=/path/to/{config.dataset}"
-        )
-    if not Path(config.data_root).exists():
-        raise FileNotFoundError(f"data_root {config.data_root} does not exist")
-
-
-def _prepare_data_root(config: RunConfig, run_dir: Path) -> str:
-    """The dataset folder; a synthetic set that is not there yet is generated."""
-    if config.dataset != "synthetic":
-        return str(config.data_root)
-    root = Path(config.data_root) if config.data_root else run_dir / "data"
-    if not (root / "classes.json").is_file():
-        from geminifusion.data import generate_synthetic_dataset
-
-        generate_synthetic_dataset(
-            root, num=config.synthetic_num, size=tuple(config.synthetic_size), seed=config.seed
-        )
-    return str(root)
-
-
 class Trainer:
     """One run: built from a config, driven by :meth:`run`. Use :func:`train`."""
 
@@ -277,6 +97,7 @@ class Trainer:
         progress: bool | None = None,
         stop_after: int | None = None,
     ) -> None:
+        config = config.resolved()  # the run folder keeps the architecture's values
         self.config = config
         self.ctx = ctx
         self.run_dir = Path(run_dir)
@@ -287,9 +108,9 @@ class Trainer:
         self._metrics_file = None
         self._bar = None
 
-        check_data_root(config)
-        resume_path = _on_main(
-            ctx, lambda: prepare_run_folder(self.run_dir, config, resume, overwrite)
+        runs.check_data_root(config)
+        resume_path = D.on_main(
+            lambda: runs.prepare_run_folder(self.run_dir, config, resume, overwrite)
         )
         if ctx.is_main:
             self._log_file = open(self.run_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
@@ -301,11 +122,12 @@ class Trainer:
 
     def _setup(self, resume_path: str | None) -> None:
         config, ctx = self.config, self.ctx
-        data_root = _on_main(ctx, lambda: _prepare_data_root(config, self.run_dir))
+        data_root = D.on_main(lambda: str(runs.data_root(config, self.run_dir / runs.DATA_FOLDER)))
         self._build_data(data_root)
 
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
         self.model = build_model(config, self.num_classes).to(self.device)
+        self.model.class_names = self.class_names or None
         self.checkpoint = None
         self.position = {"stage": 0, "epoch": 0, "batch": 0, "iter": 0}
         self.best = {"mIoU": None, "iter": None, "epoch": None, "output": None}
@@ -314,7 +136,7 @@ class Trainer:
         else:
             self._initial_weights()
         self._open_metrics()
-        torch.manual_seed(_process_seed(config.seed, ctx.rank))
+        torch.manual_seed(process_seed(config.seed, ctx.rank))
         if self.checkpoint is not None and self.checkpoint.get("rng"):
             states = self.checkpoint["rng"]
             restore_rng_state(states[ctx.rank % len(states)])
@@ -383,16 +205,9 @@ class Trainer:
     def _initial_weights(self) -> None:
         c = self.config
         if c.pretrained:
-            import geminifusion
+            from geminifusion.weights.pretrained import load_pretrained_backbone
 
-            loader = getattr(geminifusion, "load_pretrained_backbone", None)
-            if loader is None:
-                raise ValueError(
-                    "--pretrained: loading ImageNet backbone weights is not available in this "
-                    "installation (geminifusion.load_pretrained_backbone)"
-                )
-            report = loader(self.model, c.pretrained)
-            self.log(str(report) if report is not None else f"backbone from {c.pretrained}")
+            self.log(str(load_pretrained_backbone(self.model, c.pretrained)))
         elif c.arch.startswith(("mit_", "swin_")) and not c.finetune and c.dataset != "synthetic":
             self.log("note: no --pretrained backbone; the paper starts from ImageNet weights")
         if c.finetune:
@@ -400,16 +215,15 @@ class Trainer:
             self.log(f"fine-tuning from {c.finetune} (fresh: {', '.join(skipped)})")
 
     def _load_resume(self, path: str) -> None:
-        from geminifusion.checkpoints import read_checkpoint
-
         checkpoint = read_checkpoint(path)
         if is_training_checkpoint(checkpoint):
+            check_training_checkpoint(checkpoint, path)
             if "optimizer" not in checkpoint:
                 raise ValueError(
                     f"--resume: {path} holds weights only (a best checkpoint); resume from "
                     f"{self.run_dir / LAST}"
                 )
-            load_model_state(self.model, checkpoint["model"], path)
+            load_strict(self.model, checkpoint["model"], path)
             self.position = dict(checkpoint["position"])
             self.best = dict(checkpoint["best"])
             self.checkpoint = checkpoint
@@ -424,8 +238,6 @@ class Trainer:
                 f"{self.position['batch']}, iteration {self.position['iter']}"
             )
         else:
-            from geminifusion.engine.state import load_weights
-
             meta = load_weights(self.model, path)
             # The reference saves the index of the epoch it has just finished.
             epoch = int(meta.get("epoch_start", -1)) + 1
@@ -457,12 +269,10 @@ class Trainer:
         self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _amp_dtype(self) -> torch.dtype | None:
-        if self.config.amp == "none":
-            return None
-        if self.device.type != "cuda":
+        dtype = D.autocast_dtype(self.config.amp, self.device)
+        if dtype is None and self.config.amp != "none":
             self.log(f"note: amp={self.config.amp} needs CUDA; training in float32 on CPU")
-            return None
-        return torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+        return dtype
 
     # ---------------------------------------------------------------- output
 
@@ -508,7 +318,7 @@ class Trainer:
                 rng_states=rng_states,
                 grad_scaler=self.scaler.state_dict() if self.scaler is not None else None,
             )
-            atomic_save(state, path)
+            save_checkpoint(state, path)
         return path
 
     def save_best(self, results: dict) -> Path:
@@ -516,17 +326,14 @@ class Trainer:
         if self.ctx.is_main:
             from geminifusion.engine.metrics import to_json_ready
 
-            state = {
-                "format": FORMAT,
-                "version": FORMAT_VERSION,
-                "model": self.model.state_dict(),
-                "spec": self.model.spec,
-                "config": self.config.to_dict(),
-                "position": dict(self.position),
-                "best": dict(self.best),
-                "metrics": json.dumps(to_json_ready(results)),
-            }
-            atomic_save(state, path)
+            state = best_checkpoint(
+                self.model,
+                config=self.config.to_dict(),
+                position=self.position,
+                best=self.best,
+                metrics=json.dumps(to_json_ready(results)),
+            )
+            save_checkpoint(state, path)
         return path
 
     # ---------------------------------------------------------------- loop
@@ -772,7 +579,7 @@ def train(
         ValueError, FileNotFoundError: bad config, data or folder (the message says which).
         TrainingError: the loss became NaN or infinite.
     """
-    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+    run_dir = Path(out_dir) if out_dir is not None else runs.default_run_dir(config)
     own_group = not D.is_initialized()
     ctx = D.setup_distributed(config.device)
     trainer = None
@@ -798,18 +605,10 @@ def train(
             D.cleanup_distributed()
 
 
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config saved in a run folder."""
-    return from_dict(read_config_file(Path(run_dir) / CONFIG_FILE))
-
-
 __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingError",
-    "build_model",
     "freeze_batchnorm",
-    "load_run_config",
-    "prepare_run_folder",
     "train",
 ]

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from geminifusion.files import atomic_write
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -74,11 +76,16 @@ def save_class_map(path: str | os.PathLike, classes: np.ndarray | torch.Tensor) 
     if arr.min(initial=0) < 0:
         raise ValueError("class indices must be non-negative")
     mode = np.uint8 if arr.max(initial=0) < 256 else np.uint16
-    Image.fromarray(arr.astype(mode)).save(path)
+    save_image(path, Image.fromarray(arr.astype(mode)))
 
 
 def save_rgb(path: str | os.PathLike, image: np.ndarray) -> None:
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(path)
+    save_image(path, Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)))
+
+
+def save_image(path: str | os.PathLike, image: Image.Image) -> None:
+    """Write a PNG through the atomic writer (never a half-written picture)."""
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -139,7 +146,6 @@ def write_prediction(
 ) -> dict[str, Path]:
     """Write ``<stem>_classes.png``, ``<stem>_color.png`` and, given the image, the overlay."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     colors = colorize(classes)
     written = {"classes": out_dir / f"{stem}_classes.png", "color": out_dir / f"{stem}_color.png"}
     save_class_map(written["classes"], classes)

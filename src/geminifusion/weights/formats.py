@@ -1,15 +1,11 @@
-"""Pretrained backbone weights in: ImageNet files and Hugging Face checkpoints, mapped by rule.
+"""Single-modality pretrained weights: reading the files and renaming each format by rule.
 
 Training starts from single-modality weights: the original SegFormer (``mit_b*.pth``) and Swin
 (``{"model": ...}``) ImageNet files, their mmsegmentation checkpoints, and ``transformers``
 checkpoints (a folder with ``config.json`` and ``model.safetensors`` / ``pytorch_model.bin``, or
-one weights file). Each format is renamed to our single-modality names by a table; then every
-weight the model shares across modalities is copied once, and every per-modality LayerNorm gets a
-copy of the single norm in each of its rows. Layers no single-modality model has (GeminiFusion,
-the DeLiVER score nets, ``alpha``) keep their initialisation. Nothing is silent: the returned
-:class:`LoadReport` names what was loaded, what was left initialised and what in the file went
-unused, and any key or shape that contradicts the model's architecture is an error naming it.
-Nothing here touches the network.
+one weights file). Each format is renamed to our single-modality names (``backbone.*``,
+``head.*``) by a table here; :mod:`geminifusion.weights.pretrained` then fits the result into a
+fused model and reports what it did. Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -24,10 +20,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from geminifusion.checkpoints import read_checkpoint, unwrap_state_dict
-from geminifusion.layers import ModalityLayerNorm
+from geminifusion.weights.io import read_checkpoint, read_safetensors
+from geminifusion.weights.reference import unwrap_state_dict
 
 FORMAT_NAMES = {
     "segformer-imagenet": "SegFormer ImageNet file (original MiT format)",
@@ -45,75 +40,6 @@ HF_WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_pretrained_backbone` did, by name.
-
-    Attributes:
-        source: the path that was read.
-        format: one of :data:`FORMAT_NAMES`.
-        loaded: model keys whose values came from the file.
-        initialised: model keys left as built (fusion layers, a head the file lacks, ``alpha``).
-        unused: file key -> why it was not used (classifier, derived buffer, ...).
-        notes: other facts worth knowing (norm copies, resized tables, unchecked head counts).
-    """
-
-    source: str
-    format: str
-    loaded: list[str] = field(default_factory=list)
-    initialised: list[str] = field(default_factory=list)
-    unused: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """A few lines for people: counts, then names grouped by pattern (``block*`` etc.)."""
-        lines = [
-            f"pretrained weights from {self.source} ({FORMAT_NAMES.get(self.format, self.format)})"
-        ]
-        lines.append(f"  loaded {len(self.loaded)} tensors:")
-        lines += [f"    {g}" for g in group_names(self.loaded)]
-        lines.append(f"  newly initialised {len(self.initialised)} tensors:")
-        lines += [f"    {g}" for g in group_names(self.initialised)] or ["    (none)"]
-        lines.append(f"  not used from the file {len(self.unused)} tensors:")
-        by_reason: dict[str, list[str]] = {}
-        for key, reason in self.unused.items():
-            by_reason.setdefault(reason, []).append(key)
-        for reason, keys in by_reason.items():
-            lines += [f"    {g}  [{reason}]" for g in group_names(keys)]
-        if not self.unused:
-            lines.append("    (none)")
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-def group_names(keys: Iterable[str]) -> list[str]:
-    """Collapse indices (``block1.0`` -> ``block*.*``) and leaves; each group with its count."""
-    groups: dict[str, tuple[set[str], int]] = {}
-    for key in keys:
-        module, _, leaf = key.rpartition(".")
-        pattern = re.sub(r"\d+", "*", module) if module else leaf
-        leaves, count = groups.get(pattern, (set(), 0))
-        leaves.add(leaf if module else "")
-        groups[pattern] = (leaves, count + 1)
-    out = []
-    for pattern, (leaves, count) in groups.items():
-        leaves.discard("")
-        if len(leaves) == 1:
-            name = f"{pattern}.{next(iter(leaves))}"
-        elif leaves:
-            name = f"{pattern}.{{{','.join(sorted(leaves))}}}"
-        else:
-            name = pattern
-        out.append(f"{name} ({count})" if count > 1 else name)
-    return out
-
-
-# --------------------------------------------------------------------------- reading files
 
 
 def read_pretrained(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -140,7 +66,7 @@ def read_pretrained(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         if config.get("format") == "geminifusion":
             raise ValueError(
                 f"{path} is a geminifusion model folder, not backbone weights: "
-                "load it with geminifusion.from_pretrained"
+                "load it with geminifusion.load_model or geminifusion.from_pretrained"
             )
         if "model_type" not in config:
             config = None  # not a transformers config: judge the weights by their keys
@@ -167,19 +93,8 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             tensors.update(_read_weights(path.parent / shard))
         return tensors
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file not found: {path}")
-        try:
-            return load_file(path, device="cpu")
-        except SafetensorError as err:
-            raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+        return read_safetensors(path)
     return unwrap_state_dict(read_checkpoint(path), str(path))
-
-
-# --------------------------------------------------------------------------- formats
 
 
 def detect_format(keys: Iterable[str], config: dict | None = None) -> str:
@@ -365,9 +280,6 @@ def _convert_segformer_original(state: dict[str, torch.Tensor], mmseg: bool) -> 
     return out
 
 
-_SWIN_MERGE = re.compile(r"encoder\.layers\.(\d+)\.downsample\.(reduction|norm)\.(\w+)")
-
-
 def _convert_swin_hf(state: dict[str, torch.Tensor]) -> Converted:
     out = Converted()
     block = re.compile(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(\w+)")
@@ -441,7 +353,7 @@ CONVERTERS: dict[str, Callable[[dict[str, torch.Tensor]], Converted]] = {
 
 # Backbone keys that every pretrained file of the family holds; a missing one is an error.
 # Other backbone keys (fusion, DeLiVER score nets, Swin output norms) are new layers.
-_PRETRAINED_KEYS = {
+PRETRAINED_KEYS = {
     "mit": re.compile(
         r"backbone\.(patch_embed\d\.(proj|norm)|norm\d|block\d\.\d+\."
         r"(norm1|norm2|attn\.(q|kv|proj|sr|norm)|mlp\.(fc1|dwconv|fc2)))\.(weight|bias)"
@@ -463,24 +375,6 @@ def convert_pretrained(
     converted = CONVERTERS[fmt](state)
     converted.finish(_SPLIT_SIZES)
     return fmt, converted
-
-
-# --------------------------------------------------------------------------- architecture
-
-
-def backbone_family(backbone: nn.Module) -> str:
-    """``"mit"`` or ``"swin"``: which pretrained family fits this backbone."""
-    from geminifusion.backbones.mit import MixTransformer
-
-    if isinstance(backbone, MixTransformer):
-        return "mit"
-    try:
-        from geminifusion.backbones.swin import SwinTransformer
-    except ImportError:  # pragma: no cover - Swin is optional while it is being written
-        SwinTransformer = ()  # noqa: N806
-    if isinstance(backbone, SwinTransformer):
-        return "swin"
-    raise ValueError(f"no pretrained weights are known for {type(backbone).__name__}")
 
 
 def _same(a: object, b: object) -> bool:
@@ -548,167 +442,3 @@ def resize_position_bias(table: torch.Tensor, window_size: int) -> torch.Tensor:
     grid = table.T.reshape(1, table.shape[1], side, side).float()
     grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
     return grid.reshape(table.shape[1], new * new).T.to(table.dtype).contiguous()
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_pretrained_backbone(
-    model: nn.Module, path: str | os.PathLike, head: bool | str = "auto"
-) -> LoadReport:
-    """Initialise ``model`` from single-modality pretrained weights; no network, nothing silent.
-
-    Accepts the original SegFormer (``mit_b0.pth`` ...) and Swin (``{"model": ...}``) ImageNet
-    files, their mmsegmentation checkpoints, and transformers ``SegformerModel`` /
-    ``SegformerForSemanticSegmentation`` / ``SwinModel`` checkpoints (folder or file). Weights
-    shared by the modalities are copied once; each per-modality LayerNorm gets the single norm in
-    every row. Swin position-bias tables are resized (bicubic) to the model's window.
-
-    Args:
-        model: a :class:`~geminifusion.segmentor.Segmentor` (or a bare backbone).
-        path: weights file or transformers folder.
-        head: the SegFormer decode head in the file: ``"auto"`` loads it when every tensor fits
-            the model's head (else it stays initialised and is listed unused); ``True`` requires
-            it to fit; ``False`` never loads it.
-
-    Returns:
-        A :class:`LoadReport` naming what was loaded, initialised and unused.
-
-    Raises:
-        FileNotFoundError: nothing at ``path``.
-        ValueError: unknown format, or a key or shape that contradicts the architecture (named).
-    """
-    state, hf_config = read_pretrained(path)
-    fmt, converted = convert_pretrained(state, hf_config)
-    report = LoadReport(source=str(path), format=fmt)
-    report.unused.update(converted.unused)
-
-    backbone = getattr(model, "backbone", model)
-    family = backbone_family(backbone)
-    file_family = fmt.partition("-")[0]
-    if (file_family == "segformer") != (family == "mit"):
-        raise ValueError(
-            f"{path}: a {FORMAT_NAMES[fmt]} does not fit a {type(backbone).__name__} backbone"
-        )
-    problems: list[str] = []
-    config = getattr(backbone, "config", None)
-    if hf_config is not None and config is not None:
-        bad, notes = check_hf_config(family, hf_config, config)
-        problems += bad
-        report.notes += notes
-    elif family == "mit" and config is not None:
-        report.notes.append(
-            f"attention head counts are not stored in this format; assumed {list(config.num_heads)}"
-        )
-
-    prefix = "backbone." if backbone is not model else ""
-    ours = {prefix + k: v for k, v in backbone.state_dict().items()}
-    norms = {
-        f"{prefix}{name}.{leaf}"
-        for name, module in backbone.named_modules()
-        if isinstance(module, ModalityLayerNorm)
-        for leaf in ("weight", "bias")
-    }
-    file_backbone = {k: v for k, v in converted.tensors.items() if k.startswith("backbone.")}
-    values: dict[str, torch.Tensor] = {}
-    resized, copied_norms, provided = [], 0, set()
-    for key, tensor in file_backbone.items():
-        target = prefix + key.removeprefix("backbone.")
-        source = converted.sources[key]
-        provided.add(target)
-        if target not in ours:
-            problems.append(f"{source}: the model has no {target} (architecture mismatch)")
-            continue
-        want = ours[target].shape
-        if tensor.shape == want:
-            values[target] = tensor
-        elif target in norms and tensor.shape == want[1:]:
-            values[target] = tensor.expand(want)
-            copied_norms += 1
-        elif target.endswith("relative_position_bias_table") and tensor.shape[1:] == want[1:]:
-            window = (math.isqrt(want[0]) + 1) // 2
-            values[target] = resize_position_bias(tensor, window)
-            resized.append(target)
-        else:
-            problems.append(f"{source} {tuple(tensor.shape)} != {target} {tuple(want)}")
-    pattern = _PRETRAINED_KEYS[family]
-    missing = [
-        k for k in ours if k not in provided and pattern.fullmatch("backbone." + k[len(prefix) :])
-    ]
-    if missing:
-        problems.append(f"the file lacks {_short(missing)} (architecture mismatch)")
-    if problems:
-        raise ValueError(
-            f"{path} ({FORMAT_NAMES[fmt]}) does not fit this model:\n  " + "\n  ".join(problems)
-        )
-
-    if prefix:
-        head_values = _match_head(model, converted, head, report, str(path))
-    else:
-        head_values = {}
-        for key in converted.tensors:
-            if key.startswith("head."):
-                report.unused[converted.sources[key]] = "decode head (loading a bare backbone)"
-    if copied_norms and any(ours[k].shape[0] > 1 for k in norms if k in values):
-        report.notes.append(
-            f"{copied_norms} per-modality LayerNorm tensors got the file's single norm in every row"
-        )
-    embed_norm = prefix + "patch_embed.norm.weight"
-    if family == "swin" and embed_norm in values and ours[embed_norm].shape[0] > 1:
-        report.notes.append(
-            "the paper's Swin loader leaves its per-modality patch-embedding norm at ones/zeros "
-            "(its renaming misses them); here it starts from the file's norm"
-        )
-    if resized:
-        report.notes.append(
-            f"{len(resized)} relative position bias tables resized (bicubic) to window "
-            f"{config.window_size}"
-        )
-    values.update(head_values)
-    with torch.no_grad():
-        full = model.state_dict()
-        for key, value in values.items():
-            full[key].copy_(value)
-    report.loaded = [k for k in full if k in values]
-    report.initialised = [k for k in full if k not in values]
-    return report
-
-
-def _short(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
-def _match_head(
-    model: nn.Module, converted: Converted, mode: bool | str, report: LoadReport, path: str
-) -> dict[str, torch.Tensor]:
-    """The file's decode head in our keys when it fits (all or nothing), per ``mode``."""
-    if mode not in (True, False, "auto"):
-        raise ValueError(f"head must be True, False or 'auto', got {mode!r}")
-    file_head = {k: v for k, v in converted.tensors.items() if k.startswith("head.")}
-    if not file_head:
-        if mode is True:
-            raise ValueError(f"{path}: head=True but the file has no SegFormer decode head")
-        return {}
-    if mode is False:
-        for key in file_head:
-            report.unused[converted.sources[key]] = "decode head (head=False)"
-        return {}
-    ours = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
-    problems = [
-        f"{converted.sources[k]} {tuple(v.shape)} != {k} {tuple(ours[k].shape)}"
-        for k, v in file_head.items()
-        if k in ours and v.shape != ours[k].shape
-    ]
-    problems += [
-        f"{converted.sources[k]} has no place in this head" for k in file_head if k not in ours
-    ]
-    problems += [f"the file's head lacks {k}" for k in ours if k not in file_head]
-    if not problems:
-        return file_head
-    if mode is True:
-        raise ValueError(f"{path}: the decode head does not fit:\n  " + "\n  ".join(problems))
-    reason = f"decode head does not fit this model ({problems[0]})"
-    for key in file_head:
-        report.unused[converted.sources[key]] = reason
-    return {}

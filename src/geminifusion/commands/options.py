@@ -1,0 +1,118 @@
+"""Option helpers shared by the commands, each written once.
+
+A command module exposes ``add_commands(subparsers)``; its functions parse the arguments and
+call the library. Everything here is about reading the command line, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def size(text: str) -> tuple[int, int]:
+    """``480x640``, ``480,640`` or ``512`` -> ``(H, W)`` (an argparse ``type``)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 480x640), got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW with positive sides, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def names(text: str) -> tuple[str, ...]:
+    """``rgb,depth`` -> ``("rgb", "depth")``."""
+    values = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values
+
+
+def add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--set KEY=VALUE`` (repeatable), collected in ``args.overrides``."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"change a config key ({example}); the value is read as YAML; repeatable",
+    )
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "the config's") -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help=f"default: {default}")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (default: on a terminal)"
+    )
+
+
+def progress(args: argparse.Namespace) -> bool | None:
+    """What the library's ``progress=`` takes: False when turned off, else None (a terminal)."""
+    return False if args.no_progress else None
+
+
+def add_test_options(parser: argparse.ArgumentParser) -> None:
+    """The test-time options of ``eval`` and ``predict``."""
+    g = parser.add_argument_group("test-time options")
+    g.add_argument(
+        "--multi-scale",
+        action="store_true",
+        help="average over scales 0.5..1.75 (or the config's eval_scales); default single scale",
+    )
+    g.add_argument("--scales", type=float, nargs="+", metavar="S", help="explicit test scales")
+    g.add_argument("--flip", action="store_true", help="add horizontally mirrored views")
+    g.add_argument(
+        "--sliding-window",
+        type=size,
+        nargs="?",
+        const="crop",
+        default=None,
+        metavar="HxW",
+        help="infer in overlapping tiles (default tile: the config's eval_window or crop size)",
+    )
+    g.add_argument("--stride", type=size, metavar="HxW", help="sliding-window step (default 2/3)")
+
+
+def test_options(args: argparse.Namespace, config=None) -> dict:
+    """``scales``, ``flip``, ``window``, ``stride`` from the flags, else from the config."""
+    from geminifusion.engine.inference import DEFAULT_SCALES
+
+    config_scales = tuple(config.eval_scales) if config is not None else (1.0,)
+    if args.scales:
+        scales = tuple(args.scales)
+    elif args.multi_scale:
+        scales = config_scales if config_scales != (1.0,) else DEFAULT_SCALES
+    else:
+        scales = config_scales
+    if min(scales) <= 0:
+        raise ValueError(f"--scales must be positive, got {list(scales)}")
+    window = args.sliding_window
+    if window == "crop":
+        if config is None:
+            raise ValueError(
+                "--sliding-window needs a tile size here, e.g. --sliding-window 480x640"
+            )
+        window = tuple(config.eval_window or config.crop_size)
+    elif window is None and config is not None and config.eval_window:
+        window = tuple(config.eval_window)
+    stride = args.stride or (tuple(config.eval_stride) if config and config.eval_stride else None)
+    flip = args.flip or bool(config is not None and config.eval_flip)
+    return {"scales": scales, "flip": flip, "window": window, "stride": stride}

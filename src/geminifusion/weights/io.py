@@ -1,0 +1,79 @@
+"""Reading weight files safely, and writing checkpoints through the one atomic writer.
+
+Every checkpoint is read with ``torch.load(..., weights_only=True)``: tensors, plain containers
+and numbers, nothing that can run code. The one extra type allowed is the NumPy scalar the
+paper's training script pickles its best score as. Safetensors files are read without pickle.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geminifusion.files import atomic_write
+
+UNSAFE = "not a checkpoint this package can read safely (it may contain code)"
+_UNREADABLE = "not a readable PyTorch checkpoint"
+
+
+def _numpy_allowlist() -> list:
+    # The reference pickles ``best_val`` as a NumPy 1.x float64 scalar.
+    scalar = getattr(np, "_core", np.core).multiarray.scalar
+    return [np.dtype, np.dtypes.Float64DType, (scalar, "numpy.core.multiarray.scalar")]
+
+
+def _existing_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a {what} file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A PyTorch checkpoint, loaded on the CPU with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a checkpoint, is damaged, or holds objects that could
+            run code when unpickled (never loaded).
+    """
+    path = _existing_file(path, "checkpoint")
+    try:
+        with torch.serialization.safe_globals(_numpy_allowlist()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "unsupported global" in str(err).lower():  # a class or function: it could run code
+            raise ValueError(f"{path}: {UNSAFE}") from None
+        raise ValueError(f"{path}: {_UNREADABLE} (damaged, or not a PyTorch file)") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except Exception as err:  # torch raises several types for damaged files
+        raise ValueError(f"{path}: {_UNREADABLE} ({_first_line(err)})") from None
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, on the CPU (``ValueError`` if damaged)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = _existing_file(path, "weights")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({_first_line(err)})") from None
+
+
+def save_checkpoint(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` through the atomic writer (complete or untouched, never torn)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
