@@ -45,8 +45,13 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     # Two held-out scenes, each a row of RGB | depth | ground truth | three predictions.
     figure = Image.open(out / "comparison.png")
     assert figure.width > 6 * 2 * 64 and figure.height > 2 * 2 * 64
-    # Running it again replaces the earlier demo in the same folder.
-    assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress", "--iters", "2"]) == 0
+    # Running it again needs --overwrite, which replaces the earlier demo's files only.
+    again = ["demo", "--quick", "--out", str(out), "--no-progress", "--iters", "2"]
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(again) == 2
+    assert "holds an earlier demo" in capsys.readouterr().err
+    assert cli.main(again + ["--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_out_folder_rules(tmp_path):
@@ -54,10 +59,10 @@ def test_out_folder_rules(tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="holds no earlier demo"):
-        prepare_out_dir(busy, overwrite=False)
-    prepare_out_dir(busy, overwrite=True)
-    assert (busy / "notes.txt").read_text() == "mine"  # only the demo's own folders are replaced
+    for overwrite in (False, True):  # a folder of the user's is never the demo's
+        with pytest.raises(ValueError, match="files geminifusion did not write"):
+            prepare_out_dir(busy, overwrite=overwrite)
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
     code = cli.main(["demo", "--quick", "--out", str(busy / "notes.txt")])
     assert code == 2
     assert cli.main(["demo", "--iters", "0", "--out", str(tmp_path / "x")]) == 2

@@ -162,13 +162,14 @@ def test_eval_accepts_a_reference_checkpoint(reference_dir, tmp_path, capsys):
 
 
 def test_bad_input_gives_a_clean_message(run, reference_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
     cases = [
         (["eval", run, "--set", "no_such_key=1"], "unknown config key 'no_such_key'"),
         (["eval", run, "-c", reference_dir / "mit_b0_nyu.pth"], "40 classes, the model 7"),
         (["eval", run, "--set", "data_root=/no/such/folder"], "does not exist"),
         (["eval", "synthetic_tiny"], "give --checkpoint"),
         (["eval", run, "-c", tmp_path / "missing.pt"], "file not found"),
-        (["predict", run, "--rgb", tmp_path, "--out", tmp_path / "p"], "give --depth"),
+        (["predict", run, "--rgb", tmp_path / "in", "--out", tmp_path / "p"], "give --depth"),
         (["predict", run, "--rgb", "a.png", "--depth", "b.png", "--out", tmp_path], "not found"),
         (["predict", run, "--list", tmp_path / "no.txt", "--out", tmp_path], "file not found"),
     ]
@@ -178,7 +179,7 @@ def test_bad_input_gives_a_clean_message(run, reference_dir, tmp_path, capsys):
         assert message in err and "Traceback" not in err, (args, err)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    code, _, err = main(["predict", bad, "--rgb", "x", "--out", tmp_path], capsys)
+    code, _, err = main(["predict", bad, "--rgb", "x", "--out", tmp_path / "q"], capsys)
     assert code == 2 and "not a readable PyTorch checkpoint" in err
 
 
@@ -193,7 +194,7 @@ def test_predict_writes_the_three_images(run, tmp_path, capsys):
     )
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "000008_classes.png", "000008_color.png", "000008_overlay.png"
+        ".geminifusion.json", "000008_classes.png", "000008_color.png", "000008_overlay.png"
     ]  # fmt: skip
     classes = np.array(Image.open(tmp_path / "000008_classes.png"))
     val = build_dataset("synthetic", data, "val")

@@ -43,6 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warnings_as_lines(command: str) -> None:
+    """Print the package's own warnings as ``geminifusion CMD: warning: ...``, one line each.
+
+    Warnings of other libraries keep Python's format.
+    """
+    import os
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    default = getattr(warnings.showwarning, "default", warnings.showwarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not os.path.abspath(filename).startswith(package + os.sep):
+            return default(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        print(f"geminifusion {command}: warning: {text}", file=file or sys.stderr)
+
+    show.default = default
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     from geminifusion.runtime import configure_from_environment
 
@@ -55,10 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    _warnings_as_lines(args.command)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as err:
+    except (CLIError, ValueError) as err:
         print(f"geminifusion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a missing file, a full disk, a read-only folder: named in one line
+        from geminifusion.files import describe_os_error
+
+        print(f"geminifusion {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

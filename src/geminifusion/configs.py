@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ import yaml
 
 from geminifusion.backbones import resolve_config
 from geminifusion.files import write_text
-from geminifusion.segmentor import Segmentor, architecture_defaults, build_segmentor
+from geminifusion.segmentor import MIN_SIDE, Segmentor, architecture_defaults, build_segmentor
 
 AMP_MODES = ("none", "bf16", "fp16")
 LOSS_KINDS = ("ce", "ohem")
@@ -204,6 +205,7 @@ class RunConfig:
             raise ValueError(f"config key 'device' must be one of {DEVICES}, got {self.device!r}")
         if not self.eval_scales or min(self.eval_scales) <= 0:
             raise ValueError(f"config key 'eval_scales' must be positive, got {self.eval_scales}")
+        check_values(self)
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON-ready values (tuples become lists)."""
@@ -233,6 +235,95 @@ class RunConfig:
         defaults = architecture_defaults(self.architecture())
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **changes) if changes else self
+
+
+# Keys whose value is a float or a sequence of floats: each must be a finite number.
+_FLOAT_KEYS = (
+    "head_dropout", "drop_path_rate", "scale_range", "stage_lrs", "decoder_lr_mult",
+    "weight_decay", "betas", "eps", "warmup_ratio", "poly_power", "modality_dropout",
+    "eval_scales",
+)  # fmt: skip
+# Build arguments a run sets itself: not allowed in ``dataset_options``.
+_DATASET_ARGS_SET_BY_THE_RUN = ("root", "split", "modalities", "seed", "transform", "train")
+
+
+def check_values(config: RunConfig) -> None:
+    """The checks of :meth:`RunConfig.check` beyond simple ranges, each naming its key: finite
+    numbers, optimiser settings, sizes the model can take, the run name, the dataset and the
+    ignore value its labels use, the dataset options, and the architecture."""
+    for key in _FLOAT_KEYS:
+        value = getattr(config, key)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(v is not None and not math.isfinite(v) for v in values):
+            raise ValueError(f"config key '{key}' must be a finite number, got {value}")
+    for key, low in (("weight_decay", 0.0), ("poly_power", 0.0)):
+        if getattr(config, key) < low:
+            raise ValueError(f"config key '{key}' must be >= {low:g}, got {getattr(config, key)}")
+    for key in ("decoder_lr_mult", "eps"):
+        if getattr(config, key) <= 0:
+            raise ValueError(f"config key '{key}' must be positive, got {getattr(config, key)}")
+    if not all(0 <= b < 1 for b in config.betas):
+        raise ValueError(f"config key 'betas' must lie in [0, 1), got {list(config.betas)}")
+    if config.seed < 0:
+        raise ValueError(f"config key 'seed' must be >= 0, got {config.seed}")
+    for key in ("crop_size", "eval_window", "synthetic_size"):
+        size = getattr(config, key)
+        if size is not None and min(size) < MIN_SIDE:
+            raise ValueError(
+                f"config key '{key}' must be at least {MIN_SIDE} x {MIN_SIDE} (the smallest "
+                f"input the model takes), got {list(size)}"
+            )
+    if config.eval_stride is not None and min(config.eval_stride) < 1:
+        raise ValueError(f"config key 'eval_stride' must be positive, got {config.eval_stride}")
+    name = config.name
+    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(
+            f"config key 'name' must be a plain name (it names the run folder runs/<name>), "
+            f"got {name!r}"
+        )
+    for key in ("train_split", "val_split"):
+        if not getattr(config, key).strip():
+            raise ValueError(f"config key '{key}' must name a split, got an empty string")
+    _check_dataset(config)
+    config.architecture()  # an unknown name or field is an error naming 'arch' / 'arch_overrides'
+
+
+def _check_dataset(config: RunConfig) -> None:
+    import inspect
+
+    from geminifusion.data.datasets import DATASETS
+
+    if config.dataset not in DATASETS:
+        close = difflib.get_close_matches(config.dataset, DATASETS, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(DATASETS)}"
+        raise ValueError(f"config key 'dataset': unknown dataset {config.dataset!r}; {hint}")
+    cls = DATASETS[config.dataset]
+    if config.ignore_index != cls.ignore_index:
+        raise ValueError(
+            f"config key 'ignore_index' is {config.ignore_index} but the {config.dataset} "
+            f"dataset marks ignored pixels with {cls.ignore_index} (its labels are decoded to "
+            f"classes 0..K-1 and {cls.ignore_index}): leave ignore_index at {cls.ignore_index}"
+        )
+    taken = sorted(set(config.dataset_options) & set(_DATASET_ARGS_SET_BY_THE_RUN))
+    if taken:
+        raise ValueError(
+            f"config key 'dataset_options' cannot set {taken}: the run sets them itself"
+        )
+    params: set[str] = set()
+    for klass in cls.__mro__:  # a constructor passing **kwargs on takes its parent's options too
+        if "__init__" not in vars(klass):
+            continue
+        signature = inspect.signature(vars(klass)["__init__"]).parameters
+        params |= {n for n, p in signature.items() if p.kind != p.VAR_KEYWORD}
+        if not any(p.kind == p.VAR_KEYWORD for p in signature.values()):
+            break
+    unknown = sorted(set(config.dataset_options) - params - {"eval_short_side"})
+    if unknown:
+        known = sorted(params - {"self", "kwargs", *_DATASET_ARGS_SET_BY_THE_RUN})
+        raise ValueError(
+            f"config key 'dataset_options': the {config.dataset} dataset has no option "
+            f"{', '.join(unknown)}; its options: {', '.join(known)}"
+        )
 
 
 def build_model(config: RunConfig, num_classes: int) -> Segmentor:

@@ -8,7 +8,10 @@ A training run lives in one folder (``runs/<name>/`` by default)::
     checkpoints/last.pt   everything needed to resume exactly (written atomically)
     checkpoints/best.pt   the weights with the best validation mIoU of the last output
 
-``train``, ``eval``, ``predict`` and ``demo`` all find a run's files through this module.
+``train``, ``eval``, ``predict`` and ``demo`` all find a run's files through this module. The
+folder also holds the manifest of :mod:`geminifusion.files` (``.geminifusion.json``, kind
+``train``): training writes only into a new or empty folder or one it wrote itself, and
+``--overwrite`` removes only the files that manifest lists.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from geminifusion.configs import RunConfig, from_dict, read_config_file, save_config
-from geminifusion.files import make_folder
+from geminifusion.files import OutputFolder, make_folder
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -26,6 +29,7 @@ BEST = "checkpoints/best.pt"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOG_FILE, LAST, BEST)
 EVAL_FOLDER = "eval"
 DATA_FOLDER = "data"
+RUN_KIND = "train"  # the manifest kind of a run folder
 
 # Keys a resumed run may change: they do not alter what the resumed iterations compute.
 RESUME_MAY_CHANGE = frozenset(
@@ -44,6 +48,8 @@ RESUME_MAY_CHANGE = frozenset(
         "eval_flip",
         "eval_window",
         "eval_stride",
+        # A lower rate after a divergence: applied to the resumed optimiser (see engine.train).
+        "stage_lrs",
     }
 )
 
@@ -89,26 +95,47 @@ def _config_differences(saved: dict, current: dict) -> list[str]:
     ]
 
 
+def _legacy_run_files(folder: Path) -> list[str] | None:
+    """The run files of a run folder written before folders carried a manifest.
+
+    Recognised only when a config, a metrics log and a checkpoint are all there: a folder with
+    the user's own ``config.yaml`` and ``train.log`` is not a run.
+    """
+    checkpoint = (folder / LAST).is_file() or (folder / BEST).is_file()
+    if (folder / CONFIG_FILE).is_file() and (folder / METRICS_FILE).is_file() and checkpoint:
+        return [name for name in RUN_FILES if (folder / name).exists()]
+    return None
+
+
+def open_run_folder(run_dir: str | Path) -> OutputFolder:
+    """The run folder as training's own (new, empty, or a run), checked to be writable."""
+    return OutputFolder.open(
+        run_dir,
+        RUN_KIND,
+        adopt=_legacy_run_files,
+        hint="choose a new or empty --out for the run",
+    )
+
+
 def prepare_run_folder(
     run_dir: Path, config: RunConfig, resume: bool | str, overwrite: bool
 ) -> str | None:
     """Check and set up the run folder (rank 0); returns the checkpoint to resume from, if any.
 
-    A folder that already holds a run (a metrics log or checkpoints) is refused unless ``resume``
-    (continue it, with a config that computes the same thing) or ``overwrite`` (its run files
-    are deleted). A folder left by a start that failed before training is simply reused.
+    The folder must be new, empty or a run folder (:func:`open_run_folder`). One that already
+    holds a run (a metrics log or checkpoints) is refused unless ``resume`` (continue it, with a
+    config that computes the same thing) or ``overwrite`` (the files the run wrote are deleted,
+    nothing else). A folder left by a start that failed before training is simply reused.
     """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"run folder {run_dir} exists and is not a folder")
-    present = [name for name in (METRICS_FILE, LAST, BEST) if (run_dir / name).exists()]
     resume_path: str | None = None
     if isinstance(resume, str):
         resume_path = resume
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+    folder = open_run_folder(run_dir)
+    present = [n for n in (METRICS_FILE, LAST, BEST) if folder.owns(n) and (run_dir / n).exists()]
     if present and overwrite and not resume:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+        folder.remove(RUN_FILES)
         present = []
     elif present and not resume:
         raise ValueError(
@@ -127,9 +154,11 @@ def prepare_run_folder(
         if LAST not in present:
             raise FileNotFoundError(f"--resume: nothing to resume, {run_dir / LAST} does not exist")
         resume_path = str(run_dir / LAST)
+    names = RUN_FILES
+    if config.dataset == "synthetic" and not config.data_root:
+        names += (DATA_FOLDER + "/",)
+    folder.claim(*names)
     make_folder(run_dir / "checkpoints")
-    for torn in (run_dir / "checkpoints").glob(".*.tmp"):  # a write cut short by a kill
-        torn.unlink()
     if not resume:
         (run_dir / LOG_FILE).unlink(missing_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
@@ -155,13 +184,22 @@ def check_data_root(config: RunConfig) -> None:
             f"config key 'data_root': {config.data_root} does not exist"
             + (hint if config.dataset == "synthetic" else "")
         )
+    if not Path(config.data_root).is_dir():
+        raise ValueError(f"config key 'data_root': {config.data_root} is a file, not a folder")
 
 
-def data_root(config: RunConfig, generate_in: Path, *, reuse: Path | None = None) -> Path:
+def data_root(
+    config: RunConfig,
+    generate_in: Path,
+    *,
+    reuse: Path | None = None,
+    folder: OutputFolder | None = None,
+) -> Path:
     """The dataset folder of ``config``.
 
     A synthetic set without a ``data_root`` is read from ``reuse`` when it holds one (the run
-    folder's ``data/``, for evaluation), else generated once into ``generate_in``.
+    folder's ``data/``, for evaluation), else generated once into ``generate_in`` (claimed in
+    ``folder``'s manifest first, when given).
     """
     check_data_root(config)
     if config.data_root:
@@ -171,10 +209,14 @@ def data_root(config: RunConfig, generate_in: Path, *, reuse: Path | None = None
     if not (generate_in / "classes.json").is_file():
         from geminifusion.data import generate_synthetic_dataset
 
+        if folder is not None:
+            folder.claim(generate_in.relative_to(folder.path).as_posix() + "/")
+
         generate_synthetic_dataset(
             generate_in,
             num=config.synthetic_num,
             size=tuple(config.synthetic_size),
             seed=config.seed,
+            overwrite=True,  # a set cut short earlier: only the files it wrote are replaced
         )
     return generate_in

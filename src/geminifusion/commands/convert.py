@@ -39,29 +39,27 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--class-names", type=Path, help="text file with one class name per line, in class order"
     )
-    parser.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing OUT that geminifusion wrote (never another file)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from geminifusion.cli import CLIError
     from geminifusion.weights import folder_to_reference, parse_arch, reference_to_folder
+    from geminifusion.weights.convert import check_conversion
 
     source, target = args.input, args.output
-    if not source.exists():
-        raise FileNotFoundError(f"{source} does not exist")
-    if target.exists() and not args.force and (target.is_file() or any(target.iterdir())):
-        raise CLIError(f"{target} exists; pass --force to replace it")
+    if source.is_dir() and (args.arch or args.modalities or args.class_names):
+        raise CLIError("--arch, --modalities and --class-names apply to checkpoint -> folder")
+    check_conversion(source, target, args.force)  # before any work
     if source.is_dir():
-        if args.arch or args.modalities or args.class_names:
-            raise CLIError("--arch, --modalities and --class-names apply to checkpoint -> folder")
-        if target.is_dir():
-            raise CLIError(f"{target} is a folder; give the checkpoint file to write")
         folder_to_reference(source, target)
         print(f"wrote reference checkpoint {target}")
         return 0
-    if target.is_file():
-        raise CLIError(f"{target} is a file; give the folder to write")
     modalities = args.modalities
     class_names = None
     if args.class_names:

@@ -22,7 +22,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--iters", type=opt.positive_int, help="training iterations per model (default 240)"
     )
     p.add_argument("--quick", action="store_true", help="a tiny run of seconds (for tests)")
-    p.add_argument("--overwrite", action="store_true", help="use an --out that holds other files")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier demo in --out (only the files it wrote; nothing else is touched)",
+    )
     p.add_argument(
         "--threads",
         type=opt.positive_int,

@@ -68,9 +68,13 @@ def run(args: argparse.Namespace) -> int:
     from geminifusion.cli import CLIError
     from geminifusion.configs import apply_overrides, load_config
     from geminifusion.engine import distributed as D
-    from geminifusion.engine.evaluate import evaluate_checkpoint, result_stem
+    from geminifusion.engine.evaluate import (
+        evaluate_checkpoint,
+        open_results_folder,
+        result_names,
+        result_stem,
+    )
     from geminifusion.engine.metrics import to_json_ready
-    from geminifusion.files import write_json, write_text
 
     source = Path(args.config)
     run_dir = source if source.is_dir() else None
@@ -90,10 +94,16 @@ def run(args: argparse.Namespace) -> int:
     options = opt.test_options(args, config)
     out = args.out or (run_dir or runs.default_run_dir(config)) / runs.EVAL_FOLDER
 
+    robust = args.drop_mode if args.drop_modality or args.by_condition else None
+    names = result_names(args.split or config.val_split, options, robust)
+
     ctx = D.setup_distributed(args.device or config.device)
     try:
+        folder = D.on_main(lambda: open_results_folder(out, names))  # before any work
         reuse = run_dir / runs.DATA_FOLDER if run_dir else None
-        root = D.on_main(lambda: runs.data_root(config, out / runs.DATA_FOLDER, reuse=reuse))
+        root = D.on_main(
+            lambda: runs.data_root(config, out / runs.DATA_FOLDER, reuse=reuse, folder=folder)
+        )
         scores = evaluate_checkpoint(
             config,
             checkpoint,
@@ -115,12 +125,12 @@ def run(args: argparse.Namespace) -> int:
     if scores.robustness is not None:
         print(scores.robustness_text)
         stem = f"robustness_{args.drop_mode}"
-        write_json(out / f"{stem}.json", to_json_ready(scores.robustness))
-        write_text(out / f"{stem}.txt", scores.robustness_text + "\n")
+        folder.write_json(f"{stem}.json", to_json_ready(scores.robustness))
+        folder.write_text(f"{stem}.txt", scores.robustness_text + "\n")
         print(f"saved {out / stem}.json and {stem}.txt")
     print(scores.report)
     stem = result_stem(scores.record["split"], options)
-    write_json(out / f"{stem}.json", to_json_ready(scores.record))
-    write_text(out / f"{stem}.txt", scores.report + "\n")
+    folder.write_json(f"{stem}.json", to_json_ready(scores.record))
+    folder.write_text(f"{stem}.txt", scores.report + "\n")
     print(f"saved {out / stem}.json and {stem}.txt")
     return 0

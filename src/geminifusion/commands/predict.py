@@ -64,7 +64,7 @@ def _input_paths(args: argparse.Namespace) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from geminifusion.data.inputs import collect_samples
     from geminifusion.engine.distributed import resolve_device
-    from geminifusion.engine.predict import predict_folder
+    from geminifusion.engine.predict import open_prediction_folder, predict_folder
     from geminifusion.weights.folder import parse_arch
     from geminifusion.weights.load import load_model
 
@@ -75,13 +75,15 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must lie in [0, 1], got {args.opacity}")
     paths = _input_paths(args)
+    # The destination is checked before the model is loaded: never among or over the inputs.
+    folder = open_prediction_folder(args.out, [*paths.values(), *filter(None, [args.list])])
     arch = parse_arch(args.arch) if args.arch else None
     model = load_model(args.checkpoint, arch=arch, device=resolve_device(args.device or "auto"))
     samples = collect_samples(model.modalities, paths, args.list, args.root)
     written = predict_folder(
         model,
         samples,
-        args.out,
+        folder,
         output=args.output,
         depth_format=args.depth_format,
         depth_max_m=args.depth_max_m,

@@ -23,12 +23,15 @@ Everything is vectorised over a chunk of images with NumPy and drawn from one
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from geminifusion.files import OutputFolder, atomic_write, write_text
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (
     "background", "red_near", "red_mid", "red_far", "blue_near", "blue_mid", "blue_far",
@@ -54,13 +57,22 @@ class SyntheticSummary:
     class_names: tuple[str, ...]
 
 
-def _prepare(out_dir: str | Path, overwrite: bool) -> Path:
+SYNTH_KIND = "synth"  # the manifest kind of a generated dataset folder
+
+
+def _prepare(out_dir: str | Path, overwrite: bool, names: Sequence[str]) -> Path:
+    """A new or empty folder, or (``overwrite``) an earlier generated set, emptied of its own
+    files; ``names`` are claimed in its manifest before anything is written."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out}: folder is not empty; choose a new folder (or overwrite=True)")
-    out.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder.open(out, SYNTH_KIND, option="output folder")
+    if folder.files:
+        if not overwrite:
+            raise ValueError(
+                f"{out}: folder is not empty (it holds an earlier synthetic set); choose a new "
+                "folder (or overwrite=True, which replaces only the files it wrote)"
+            )
+        folder.remove()
+    folder.claim(*names)
     return out
 
 
@@ -147,8 +159,17 @@ def render_scenes(
 
 
 def _save(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, compress_level=1)
+    # Atomic, without a sync per file: the set is synced once before its lists are written.
+    image = Image.fromarray(array)
+    atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=1), sync=False)
+
+
+def _finish(out: Path, texts: dict[str, str]) -> None:
+    """Sync the images, then write the lists and the class file (the last marks it complete)."""
+    if hasattr(os, "sync"):
+        os.sync()
+    for name, text in texts.items():
+        write_text(out / name, text)
 
 
 def generate_synthetic_dataset(
@@ -167,7 +188,8 @@ def generate_synthetic_dataset(
     Read it back with ``build_dataset("synthetic", out_dir, "train")``.
     """
     h, w, num_val = _check_args(num, size, val_fraction)
-    out = _prepare(out_dir, overwrite)
+    images = [f"{k}/{i:06d}.png" for i in range(num) for k in ("rgb", "depth", "masks")]
+    out = _prepare(out_dir, overwrite, [*images, "train.txt", "val.txt", "classes.json"])
     rng = np.random.default_rng(seed)
     lines = []
     for start in range(0, num, _CHUNK):
@@ -180,8 +202,6 @@ def generate_synthetic_dataset(
             _save(label[j], out / "masks" / name)
             lines.append(f"rgb/{name}\tmasks/{name}\tdepth/{name}")
     num_train = num - num_val
-    (out / "train.txt").write_text("\n".join(lines[:num_train]), encoding="utf-8")
-    (out / "val.txt").write_text("\n".join(lines[num_train:]), encoding="utf-8")
     names = [n.split("_") for n in SYNTHETIC_CLASSES[1:]]
     meta = {
         "classes": list(SYNTHETIC_CLASSES),
@@ -192,7 +212,14 @@ def generate_synthetic_dataset(
         },
         "generator": {"layout": "nyudv2", "num": num, "size": [h, w], "seed": seed},
     }
-    (out / "classes.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _finish(
+        out,
+        {
+            "train.txt": "\n".join(lines[:num_train]),
+            "val.txt": "\n".join(lines[num_train:]),
+            "classes.json": json.dumps(meta, indent=2) + "\n",
+        },
+    )
     return SyntheticSummary(out, num_train, num_val, (h, w), SYNTHETIC_CLASSES)
 
 
@@ -277,8 +304,6 @@ def generate_synthetic_deliver(
     conditions = tuple(conditions)
     if not conditions:
         raise ValueError("need at least one condition")
-    out = _prepare(out_dir, overwrite)
-    rng = np.random.default_rng(seed)
     num_train = num - num_val
     files = {
         "rgb": ("img", "rgb"),
@@ -288,22 +313,26 @@ def generate_synthetic_deliver(
         "lidar": ("lidar", "lidar"),
         "semantic": ("semantic", "semantic"),
     }
+
+    def image_name(i: int, folder: str, suffix: str) -> str:
+        split = "train" if i < num_train else "val"
+        return f"{folder}/{conditions[i % len(conditions)]}/{split}/seq00/{i:06d}_{suffix}.png"
+
+    images = [image_name(i, *where) for i in range(num) for where in files.values()]
+    out = _prepare(out_dir, overwrite, [*images, "synthetic_deliver.json"])
+    rng = np.random.default_rng(seed)
     for start in range(0, num, _CHUNK):
         n = min(_CHUNK, num - start)
         index = np.arange(start, start + n)
         night = np.array([conditions[i % len(conditions)] == "night" for i in index])
         scenes = render_deliver_scenes(rng, n, h, w, night)
         for j, i in enumerate(index):
-            cond = conditions[i % len(conditions)]
-            split = "train" if i < num_train else "val"
-            for key, (folder, suffix) in files.items():
-                _save(
-                    scenes[key][j], out / folder / cond / split / "seq00" / f"{i:06d}_{suffix}.png"
-                )
+            for key, where in files.items():
+                _save(scenes[key][j], out / image_name(int(i), *where))
     meta = {
         "classes_used": {name: i for name, i in _DELIVER_IDS.items()},
         "note": "Pedestrian and Cars differ only in event; Cars and Pole only in lidar",
         "generator": {"layout": "deliver", "num": num, "size": [h, w], "seed": seed},
     }
-    (out / "synthetic_deliver.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _finish(out, {"synthetic_deliver.json": json.dumps(meta, indent=2) + "\n"})
     return SyntheticSummary(out, num_train, num_val, (h, w), tuple(_DELIVER_IDS))

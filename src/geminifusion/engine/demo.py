@@ -10,9 +10,7 @@ held-out scenes, prints the table and draws ground truth next to the three predi
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +20,12 @@ import torch
 from geminifusion.configs import TINY_ARCH, RunConfig, get_preset
 from geminifusion.engine.evaluate import build_eval_loader, evaluate
 from geminifusion.engine.metrics import format_table, to_json_ready
-from geminifusion.engine.visualize import colorize, comparison_figure, image_to_uint8
+from geminifusion.engine.visualize import colorize, comparison_figure, image_to_uint8, save_image
+from geminifusion.files import OutputError, OutputFolder
 from geminifusion.runs import BEST
 
 MARKER = "demo.json"
+DEMO_KIND = "demo"  # the manifest kind of a demo folder
 # (run folder, preset, label) of the three models, the fused one first.
 MODELS: tuple[tuple[str, str, str], ...] = (
     ("fused", "synthetic_mit_b0", "fused (rgb + depth)"),
@@ -119,20 +119,22 @@ def demo_config(preset: str, settings: DemoSettings, data_root: Path) -> RunConf
     )
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """An empty folder, or one holding an earlier demo (replaced); anything else needs overwrite."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not (out_dir / MARKER).is_file() and not overwrite:
-            raise ValueError(
-                f"{out_dir} is not empty and holds no earlier demo; choose another --out or "
-                "pass --overwrite"
-            )
-        for name in ("data", *(m[0] for m in MODELS)):
-            if (out_dir / name).is_dir():
-                shutil.rmtree(out_dir / name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+DEMO_FILES = ("data/", *(m[0] + "/" for m in MODELS), "comparison.png", "table.txt", MARKER)
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> OutputFolder:
+    """A new or empty folder, or one holding an earlier demo, whose files are replaced only with
+    ``overwrite`` (nothing the demo did not write is ever touched or deleted)."""
+    folder = OutputFolder.open(out_dir, DEMO_KIND, hint="choose a new or empty --out")
+    earlier = [n for n in DEMO_FILES if folder.owns(n) and (Path(out_dir) / n.rstrip("/")).exists()]
+    if earlier and not overwrite:
+        raise OutputError(
+            f"{out_dir} holds an earlier demo; pass --overwrite to replace it (only the files "
+            "the demo wrote are removed) or choose another --out"
+        )
+    folder.remove(DEMO_FILES)
+    folder.claim(*DEMO_FILES)
+    return folder
 
 
 def _load_final(run_dir: Path) -> torch.nn.Module:
@@ -177,7 +179,7 @@ def run_demo(
     Args:
         out_dir: the demo's folder (data, one run folder per model, table, picture).
         settings: demo sizes; :data:`QUICK` runs in seconds.
-        overwrite: allow an ``out_dir`` that holds something other than an earlier demo.
+        overwrite: replace an earlier demo in ``out_dir`` (only the files it wrote).
         progress: progress bars (None: only on a terminal).
         threads: torch CPU threads while the demo runs (None: leave as is). One by default: the
             demo's tensors are small, and several threads slow down many times over when other
@@ -201,13 +203,13 @@ def _run_demo(out_dir, settings: DemoSettings, overwrite: bool, progress, log) -
 
     start = time.perf_counter()
     out = Path(out_dir)
-    prepare_out_dir(out, overwrite)
+    folder = prepare_out_dir(out, overwrite)
     data_root = out / "data"
     log(f"writing {settings.num_scenes} synthetic RGB-D scenes to {data_root}")
     generate_synthetic_dataset(
         data_root, num=settings.num_scenes, size=settings.size, seed=settings.seed
     )
-    (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n", encoding="utf-8")
+    folder.write_json(MARKER, {"status": "running"})
 
     val_set = build_dataset("synthetic", data_root, "val", train=False)
     class_names = list(val_set.class_names)
@@ -227,9 +229,9 @@ def _run_demo(out_dir, settings: DemoSettings, overwrite: bool, progress, log) -
     table = demo_table(results, labels, class_names, margins, passed)
     figure_path = out / "comparison.png"
     scores = {k: r["mIoU"] for k, r in results.items()}
-    _figure(models, val_set, settings.figure_samples, labels, scores).save(figure_path)
+    save_image(figure_path, _figure(models, val_set, settings.figure_samples, labels, scores))
     seconds = time.perf_counter() - start
-    (out / "table.txt").write_text(table + "\n", encoding="utf-8")
+    folder.write_text("table.txt", table + "\n")
     summary = {
         "status": "done",
         "passed": passed,
@@ -241,7 +243,7 @@ def _run_demo(out_dir, settings: DemoSettings, overwrite: bool, progress, log) -
         "settings": dataclasses.asdict(settings),
         "results": results,
     }
-    (out / MARKER).write_text(json.dumps(to_json_ready(summary), indent=2) + "\n", "utf-8")
+    folder.write_json(MARKER, to_json_ready(summary))
     return DemoResult(out, results, margins, passed, table, figure_path, seconds, class_names)
 
 

@@ -252,6 +252,29 @@ def evaluate_checkpoint(
     return CheckpointScores(results, report, record, robustness, robustness_text)
 
 
+EVAL_KIND = "eval"  # the manifest kind of an evaluation results folder
+
+
+def result_names(split: str, options: dict, drop_mode: str | None = None) -> list[str]:
+    """The files ``geminifusion eval`` writes: its results, and the robustness tables when
+    sensors are dropped or conditions scored (``drop_mode``)."""
+    stem = result_stem(split, options)
+    names = [f"{stem}.json", f"{stem}.txt"]
+    if drop_mode is not None:
+        names += [f"robustness_{drop_mode}.json", f"robustness_{drop_mode}.txt"]
+    return names
+
+
+def open_results_folder(out: str | Path, names: Sequence[str]):
+    """The results folder, checked before any work: new, empty or an earlier evaluation's, with
+    ``names`` free of files geminifusion did not write."""
+    from geminifusion.files import OutputFolder
+
+    folder = OutputFolder.open(out, EVAL_KIND, hint="choose a new or empty --out for the results")
+    folder.claim(*names)
+    return folder
+
+
 def result_stem(split: str, options: dict) -> str:
     """``eval_val``, ``eval_val_ms_flip``, ...: the file name of a result, by what was measured."""
     tags = (

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -219,12 +218,14 @@ def format_robustness_table(
 
 def save_report(report: Mapping, out_dir: str | Path, stem: str, table: str) -> list[Path]:
     """Write ``<stem>.json`` (full scores, NaN as null) and ``<stem>.txt`` (the table)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.json", out / f"{stem}.txt"]
-    paths[0].write_text(json.dumps(to_json_ready(report), indent=2) + "\n", encoding="utf-8")
-    paths[1].write_text(table + "\n", encoding="utf-8")
-    return paths
+    from geminifusion.engine.evaluate import open_results_folder
+
+    paths = [f"{stem}.json", f"{stem}.txt"]
+    folder = open_results_folder(out_dir, paths)
+    return [
+        folder.write_json(paths[0], to_json_ready(report)),
+        folder.write_text(paths[1], table + "\n"),
+    ]
 
 
 def robustness_drops(modalities: Sequence[str], names: Sequence[str]) -> list[str | None]:

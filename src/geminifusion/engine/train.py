@@ -27,6 +27,7 @@ from tqdm import tqdm
 from geminifusion import runs
 from geminifusion.configs import RunConfig, build_model
 from geminifusion.engine import distributed as D
+from geminifusion.engine.divergence import LossWatch, divergence_message
 from geminifusion.engine.losses import segmentation_loss
 from geminifusion.engine.rng import (
     capture_rng_state,
@@ -35,7 +36,8 @@ from geminifusion.engine.rng import (
     seed_everything,
 )
 from geminifusion.engine.schedule import optimizer_from_config
-from geminifusion.runs import BEST, LAST, LOG_FILE, METRICS_FILE
+from geminifusion.files import AppendFile, WriteError, check_free_space, write_text
+from geminifusion.runs import BEST, CONFIG_FILE, LAST, LOG_FILE, METRICS_FILE
 from geminifusion.weights.io import read_checkpoint, save_checkpoint
 from geminifusion.weights.load import load_weights
 from geminifusion.weights.strict import load_strict
@@ -49,7 +51,7 @@ from geminifusion.weights.training import (
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss, an unusable run folder); the message says why."""
+    """Training cannot go on (a diverged or NaN loss); the message says why and what to run."""
 
 
 @dataclass
@@ -107,13 +109,19 @@ class Trainer:
         self._log_file = None
         self._metrics_file = None
         self._bar = None
+        self.watch = LossWatch()
+        self._last_batch = None
+        self._verified_iter = None
+        self._last_good: tuple[Path, int] | None = None
 
         runs.check_data_root(config)
+        if config.data_root:  # every data problem is found before the run folder is touched
+            self._build_data(config.data_root)
         resume_path = D.on_main(
             lambda: runs.prepare_run_folder(self.run_dir, config, resume, overwrite)
         )
         if ctx.is_main:
-            self._log_file = open(self.run_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+            self._log_file = AppendFile(self.run_dir / LOG_FILE)
         try:
             self._setup(resume_path)
         except BaseException:
@@ -122,8 +130,9 @@ class Trainer:
 
     def _setup(self, resume_path: str | None) -> None:
         config, ctx = self.config, self.ctx
-        data_root = D.on_main(lambda: str(runs.data_root(config, self.run_dir / runs.DATA_FOLDER)))
-        self._build_data(data_root)
+        if not config.data_root:
+            root = D.on_main(lambda: str(runs.data_root(config, self.run_dir / runs.DATA_FOLDER)))
+            self._build_data(root)
 
         seed_everything(config.seed)
         self.model = build_model(config, self.num_classes).to(self.device)
@@ -135,6 +144,9 @@ class Trainer:
             self._load_resume(resume_path)
         else:
             self._initial_weights()
+        if ctx.is_main:  # a disk too small for one checkpoint fails now, not after an epoch
+            weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            check_free_space(self.run_dir / "checkpoints", 3 * weights, "a checkpoint")
         self._open_metrics()
         torch.manual_seed(process_seed(config.seed, ctx.rank))
         if self.checkpoint is not None and self.checkpoint.get("rng"):
@@ -227,6 +239,8 @@ class Trainer:
             self.position = dict(checkpoint["position"])
             self.best = dict(checkpoint["best"])
             self.checkpoint = checkpoint
+            self.watch = LossWatch(checkpoint.get("loss_history") or ())
+            self._last_good = (Path(path), self.position["iter"])
             world = self.position.get("world_size", 1)
             if world != self.ctx.world_size and self.position.get("batch", 0):
                 self.log(
@@ -265,8 +279,8 @@ class Trainer:
                     continue  # a line torn by the kill
                 if record.get("iter", 0) <= done:
                     kept.append(line)
-            path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            write_text(path, "".join(k + "\n" for k in kept))
+        self._metrics_file = AppendFile(path)
 
     def _amp_dtype(self) -> torch.dtype | None:
         dtype = D.autocast_dtype(self.config.amp, self.device)
@@ -284,15 +298,13 @@ class Trainer:
         else:
             print(message, flush=True)
         if self._log_file is not None:
-            self._log_file.write(message + "\n")
-            self._log_file.flush()
+            self._log_file.write_line(message)
 
     def record(self, entry: dict) -> None:
         if self._metrics_file is not None:
             from geminifusion.engine.metrics import to_json_ready
 
-            self._metrics_file.write(json.dumps(to_json_ready(entry)) + "\n")
-            self._metrics_file.flush()
+            self._metrics_file.write_line(json.dumps(to_json_ready(entry)))
 
     def close(self) -> None:
         for f in (self._metrics_file, self._log_file):
@@ -303,7 +315,11 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
 
     def save_last(self, optimizer, scheduler) -> Path:
-        """The resumable checkpoint (a collective call: every process hands in its RNG state)."""
+        """The resumable checkpoint (a collective call: every process hands in its RNG state).
+
+        Written only for weights that still give a plausible loss (:meth:`check_weights`).
+        """
+        self.check_weights()
         rng_states = D.all_gather_objects(capture_rng_state())
         path = self.run_dir / LAST
         if self.ctx.is_main:
@@ -318,10 +334,68 @@ class Trainer:
                 rng_states=rng_states,
                 grad_scaler=self.scaler.state_dict() if self.scaler is not None else None,
             )
-            save_checkpoint(state, path)
+            state["loss_history"] = self.watch.state()
+            self._write(state, path)
+        self._last_good = (path, self.position["iter"])
         return path
 
+    def _write(self, state: dict, path: Path) -> None:
+        """``save_checkpoint``; a full disk names the checkpoint that is still there."""
+        try:
+            save_checkpoint(state, path)
+        except WriteError as err:
+            if self._last_good is not None:
+                where, iteration = self._last_good
+                note = f"the previous checkpoint {where} (iteration {iteration}) is intact"
+            else:
+                note = "no checkpoint of this run has been written yet"
+            raise WriteError(f"{err}; {note}") from None
+
+    def check_weights(self) -> None:
+        """Before a checkpoint: the weights must still give a plausible loss on the last batch.
+
+        One forward pass in eval mode (no dropout, no random numbers drawn), so a checkpoint
+        never keeps weights from after a divergence began. A collective call.
+        """
+        if self._last_batch is None or self._verified_iter == self.position["iter"]:
+            return
+        c = self.config
+        inputs, label = self._last_batch
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                with self._autocast():
+                    outputs = self.model(inputs)
+                loss, _ = segmentation_loss(outputs, label, c.ignore_index, kind=c.loss)
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        value = D.all_reduce_mean(loss.detach().float().reshape(1)).item()
+        problem = self.watch.problem(value)
+        if problem is not None:
+            where = (
+                f"for the weights after iteration {self.position['iter']}; their checkpoint "
+                "was not written"
+            )
+            raise TrainingError(self._diverged(problem, where))
+        self._verified_iter = self.position["iter"]
+
+    def _diverged(self, problem: str, where: str) -> str:
+        good = self._last_good
+        if good is not None and not Path(good[0]).is_file():
+            good = None
+        return divergence_message(
+            problem, where, self.run_dir, good, self.config.stage_lrs, self.run_dir / CONFIG_FILE
+        )
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
     def save_best(self, results: dict) -> Path:
+        self.check_weights()
         path = self.run_dir / BEST
         if self.ctx.is_main:
             from geminifusion.engine.metrics import to_json_ready
@@ -333,7 +407,7 @@ class Trainer:
                 best=self.best,
                 metrics=json.dumps(to_json_ready(results)),
             )
-            save_checkpoint(state, path)
+            self._write(state, path)
         return path
 
     # ---------------------------------------------------------------- loop
@@ -362,13 +436,17 @@ class Trainer:
         loss, parts = segmentation_loss(outputs, label, c.ignore_index, kind=c.loss)
         values = D.all_reduce_mean(torch.stack([loss.detach(), *parts]).float())
         values = values.tolist()
-        if not all(math.isfinite(v) for v in values):
-            raise TrainingError(
-                f"the loss is {values[0]} at iteration {self.position['iter'] + 1} (stage "
-                f"{self.position['stage'] + 1}, epoch {self.position['epoch'] + 1}); stopped "
-                f"before updating the weights. The last good checkpoint, {self.run_dir / LAST}, "
-                "is intact: lower the learning rate or check the data, then --resume"
+        problem = self.watch.problem(values[0])
+        if problem is None and not all(math.isfinite(v) for v in values):
+            problem = f"the loss of an output is {[v for v in values if not math.isfinite(v)][0]}"
+        if problem is not None:
+            where = (
+                f"at iteration {self.position['iter'] + 1} (stage {self.position['stage'] + 1}, "
+                f"epoch {self.position['epoch'] + 1}); training stopped before updating the weights"
             )
+            raise TrainingError(self._diverged(problem, where))
+        self.watch.add(values[0])
+        self._last_batch = (inputs, label)
         lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
         self.net.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -427,6 +505,7 @@ class Trainer:
                 if pending is not None and resume_stage == stage and "optimizer" in pending:
                     optimizer.load_state_dict(pending["optimizer"])
                     scheduler.load_state_dict(pending["scheduler"])
+                    self._apply_new_rate(pending, stage, optimizer, scheduler)
                 pending = None
                 groups = ", ".join(
                     f"{g.get('name')} {len(g['params'])}" for g in optimizer.param_groups
@@ -449,6 +528,23 @@ class Trainer:
         D.barrier()
         self.log(self._summary())
         return self._result(last_val, last_path or self.run_dir / LAST, finished=True)
+
+    def _apply_new_rate(self, checkpoint: dict, stage: int, optimizer, scheduler) -> None:
+        """A resumed run may lower (or raise) its stage rates: scale the restored schedule."""
+        saved = (checkpoint.get("config") or {}).get("stage_lrs")
+        if not saved or len(saved) <= stage or saved[stage] == self.config.stage_lrs[stage]:
+            return
+        ratio = self.config.stage_lrs[stage] / saved[stage]
+        for group in optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+        scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+        self.log(
+            f"stage {stage + 1}: base learning rate {self.config.stage_lrs[stage]:g} instead of "
+            f"the checkpoint's {saved[stage]:g}"
+        )
 
     def _train_epoch(self, epoch: int, skip: int, optimizer, scheduler) -> bool:
         """Train one epoch from batch ``skip``; True when ``stop_after`` ended the run early."""

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from torch import nn
 
-from geminifusion.weights.folder import from_pretrained, read_folder_config, save_pretrained
+from geminifusion.files import OutputError, check_apart, claim_file
+from geminifusion.weights.folder import (
+    from_pretrained,
+    is_model_folder,
+    open_model_folder,
+    read_folder_config,
+    save_pretrained,
+)
 from geminifusion.weights.io import read_checkpoint, save_checkpoint
 from geminifusion.weights.reference import (
     model_from_reference,
@@ -22,6 +29,25 @@ from geminifusion.weights.reference import (
     reference_metadata,
     to_reference_state_dict,
 )
+
+
+def check_conversion(source: str | os.PathLike, target: str | os.PathLike, force: bool) -> None:
+    """Before converting: ``target`` may be written (never inside or over ``source``; an
+    existing output only with ``force``, and only one that geminifusion wrote)."""
+    source, target = Path(source), Path(target)
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    if source.is_dir():
+        if target.is_dir():
+            raise OutputError(f"{target} is a folder; give the checkpoint file to write")
+        claim_file(target, "convert", replace=force, inputs=[source])
+        return
+    check_apart(target, [source], "OUT")
+    if target.is_file():
+        raise OutputError(f"{target} is a file; give the folder to write")
+    if is_model_folder(target) and not force:
+        raise OutputError(f"{target} holds a model folder; pass --force to replace it")
+    open_model_folder(target, option="OUT")
 
 
 def reference_to_folder(
@@ -70,4 +96,4 @@ def folder_to_reference(directory: str | os.PathLike, checkpoint: str | os.PathL
             payload = {"segmenter": payload, **facts}
     else:
         raise ValueError(f"{directory}: unknown source checkpoint layout {layout!r}")
-    return save_checkpoint(payload, checkpoint)
+    return save_checkpoint(payload, checkpoint, command="convert")

@@ -21,7 +21,7 @@ from torch import nn
 
 from geminifusion._version import __version__
 from geminifusion.backbones import CONFIG_TYPES
-from geminifusion.files import make_folder, write_bytes, write_text
+from geminifusion.files import OutputFolder
 from geminifusion.segmentor import Segmentor, build_segmentor
 from geminifusion.weights.io import read_safetensors
 from geminifusion.weights.strict import load_strict
@@ -53,6 +53,28 @@ def is_model_folder(path: str | os.PathLike) -> bool:
         return False
 
 
+MODEL_KIND = "model"  # what owns a model folder; its config.json marks it (no manifest)
+
+
+def _model_folder_files(path: Path) -> list[str] | None:
+    return [CONFIG_NAME, WEIGHTS_NAME] if is_model_folder(path) else None
+
+
+def open_model_folder(directory: str | os.PathLike, option: str = "model folder") -> OutputFolder:
+    """The folder a model is saved into, checked first: new, empty, or a model folder of
+    ours (only its ``config.json`` and ``model.safetensors`` are replaced)."""
+    folder = OutputFolder.open(
+        directory,
+        MODEL_KIND,
+        option=option,
+        adopt=_model_folder_files,
+        record=False,
+        hint="save the model into a new or empty folder",
+    )
+    folder.claim(CONFIG_NAME, WEIGHTS_NAME)
+    return folder
+
+
 def save_pretrained(
     model: Segmentor,
     directory: str | os.PathLike,
@@ -63,7 +85,8 @@ def save_pretrained(
 
     Args:
         model: a segmentor built by ``build_segmentor`` (its ``spec`` rebuilds it).
-        directory: created if missing; the two files are replaced atomically if present.
+        directory: created if missing; a folder of other files is refused, the two files of
+            an earlier model folder are replaced atomically.
         class_names: one name per class; defaults to ``model.class_names``.
         source_checkpoint: JSON-able facts of the checkpoint this model was converted from
             (its layout, epoch, best score), so that converting back restores them.
@@ -97,10 +120,10 @@ def save_pretrained(
     if source_checkpoint:
         config["source_checkpoint"] = source_checkpoint
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    directory = make_folder(directory)
-    write_bytes(directory / WEIGHTS_NAME, save(tensors, {"format": "pt"}))
-    write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
-    return directory
+    folder = open_model_folder(directory)
+    folder.write_bytes(WEIGHTS_NAME, save(tensors, {"format": "pt"}))
+    folder.write_text(CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    return folder.path
 
 
 def config_from_dict(arch: dict, source: str = "arch") -> object:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geminifusion.files import atomic_write
+from geminifusion.files import atomic_write, write_file
 
 UNSAFE = "not a checkpoint this package can read safely (it may contain code)"
 _UNREADABLE = "not a readable PyTorch checkpoint"
@@ -69,8 +69,14 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: not a readable safetensors file ({_first_line(err)})") from None
 
 
-def save_checkpoint(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save`` through the atomic writer (complete or untouched, never torn)."""
+def save_checkpoint(obj: object, path: str | os.PathLike, *, command: str | None = None) -> Path:
+    """``torch.save`` through the atomic writer (complete or untouched, never torn).
+
+    ``command``: a single-file output of that command, recorded in its folder's manifest
+    (see :func:`geminifusion.files.claim_file`).
+    """
+    if command is not None:
+        return write_file(path, lambda f: torch.save(obj, f), command)
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
