@@ -43,6 +43,7 @@ nothing from the package.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -133,6 +134,8 @@ def atomic_write(
         raise WriteError(f"{path} is a folder; cannot write a file there")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if hasattr(os, "fchmod"):  # as a plain open() would create it, not mkstemp's 0600
+            os.fchmod(fd, _file_mode(path))
     except OSError as err:
         raise write_error(err, path) from None
     try:
@@ -143,11 +146,13 @@ def atomic_write(
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
+        # torch.save reports a failed write as an opaque RuntimeError from its zip writer: look
+        # at the disk while the partial file still fills it.
+        full = isinstance(err, RuntimeError) and _disk_full(path.parent)
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
             raise write_error(err, path) from None
-        if isinstance(err, RuntimeError) and _disk_full(path.parent):
-            # torch.save reports a failed write as an opaque RuntimeError from its zip writer.
+        if full:
             raise WriteError(f"no space left on device while writing {path}") from None
         raise
     if sync:
@@ -213,6 +218,16 @@ def _size(count: int) -> str:
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1024
     return str(count)
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a replaced file keeps, or the one a new file gets under the current umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0o22)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _disk_full(folder: Path) -> bool:
@@ -437,7 +452,14 @@ class OutputFolder:
                     )
                 if manifest is not None:
                     files = dict(manifest[1])
-        check_writable(path)
+        created = not path.exists()
+        try:
+            check_writable(path)
+        except WriteError:
+            if created:  # leave no empty folder behind
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise
         folder = cls(path, kind, files, record, option)
         folder._remove_torn()
         if record:

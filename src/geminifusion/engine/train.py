@@ -346,7 +346,10 @@ class Trainer:
         except WriteError as err:
             if self._last_good is not None:
                 where, iteration = self._last_good
-                note = f"the previous checkpoint {where} (iteration {iteration}) is intact"
+                note = (
+                    f"the previous checkpoint {where} (iteration {iteration}) is intact: make "
+                    "room, then continue with --resume"
+                )
             else:
                 note = "no checkpoint of this run has been written yet"
             raise WriteError(f"{err}; {note}") from None
