@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -96,14 +97,14 @@ class Segmentor(nn.Module):
             if x.dtype != first.dtype or x.device != first.device:
                 raise ValueError(f"input {name!r} is {x.dtype} on {x.device}, unlike {names[0]!r}")
         weight = self.head.linear_pred.weight
-        if not torch.is_autocast_enabled(first.device.type) and first.dtype != weight.dtype:
-            raise ValueError(
-                f"input {names[0]!r} is {first.dtype} but the model's weights are {weight.dtype}: "
-                f"convert the inputs (x.to({weight.dtype})) or the model (model.to(...))"
-            )
         if first.device != weight.device:
             raise ValueError(
                 f"input {names[0]!r} is on {first.device} but the model is on {weight.device}"
+            )
+        if first.dtype != weight.dtype and not _autocast_on(first.device.type):
+            raise ValueError(
+                f"input {names[0]!r} is {first.dtype} but the model's weights are {weight.dtype}: "
+                f"convert the inputs (x.to({weight.dtype})) or the model (model.to(...))"
             )
         if first.shape[0] == 0:
             raise ValueError(f"input {names[0]!r} is an empty batch (0 samples)")
@@ -132,6 +133,13 @@ class Segmentor(nn.Module):
             weights = F.softmax(self.alpha, dim=0).to(logits.dtype).view(s, 1, 1, 1, 1)
             outputs.append((weights * logits.detach()).sum(0))
         return outputs
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return False
 
 
 def architecture_defaults(arch: str | object) -> dict:
@@ -178,6 +186,7 @@ def build_segmentor(
     if len(set(modalities)) != len(modalities) or not modalities:
         raise ValueError(f"modalities must be distinct names, got {modalities}")
     name, config = resolve_config(arch)
+    check_backbone_config(config)
     defaults = architecture_defaults(config)
     head_embed_dim = defaults["head_embed_dim"] if head_embed_dim is None else head_embed_dim
     drop_path_rate = defaults["drop_path_rate"] if drop_path_rate is None else drop_path_rate
@@ -187,8 +196,12 @@ def build_segmentor(
     _check_number("head_dropout", head_dropout, float, low=0.0, below=1.0)
     if drop_path_rate != config.drop_path_rate:
         config = dataclasses.replace(config, drop_path_rate=drop_path_rate)
-    backbone = build_backbone(config, len(modalities))
-    head = SegFormerHead(backbone.out_channels, num_classes, head_embed_dim, head_dropout)
+    try:
+        backbone = build_backbone(config, len(modalities))
+        head = SegFormerHead(backbone.out_channels, num_classes, head_embed_dim, head_dropout)
+    except (RuntimeError, MemoryError, OverflowError) as err:  # sizes too large to allocate
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot build {name or type(config).__name__}: {first}") from None
     spec = {
         "arch": name or {"type": type(config).__name__, **dataclasses.asdict(config)},
         "drop_path_rate": config.drop_path_rate,
@@ -200,10 +213,42 @@ def build_segmentor(
     return Segmentor(backbone, head, modalities, spec)
 
 
+def check_backbone_config(config: object) -> None:
+    """Every field of a backbone config has a value of its kind, or a ``ValueError`` names it.
+
+    Whole numbers (and lists of them) must be positive integers, flags booleans, rates finite
+    numbers; a ``drop_path_rate`` lies in [0, 1), a ``mlp_ratio`` is positive.
+    """
+    if not dataclasses.is_dataclass(config):
+        return
+    kind = type(config).__name__
+    for f in dataclasses.fields(config):
+        value, default = getattr(config, f.name), f.default
+        where = f"{kind}.{f.name}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{where} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            _check_number(where, value, int, low=1)
+        elif isinstance(default, float) and f.name == "drop_path_rate":
+            _check_number(where, value, float, low=0.0, below=1.0)
+        elif isinstance(default, float):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{where} must be a positive number, got {value!r}")
+        elif isinstance(default, tuple) and all(isinstance(v, int) for v in default):
+            ints = isinstance(value, (tuple, list)) and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+            )
+            if not ints:
+                raise ValueError(f"{where} must be positive integers, got {value!r}")
+
+
 def _check_number(name: str, value, kind: type, low: float, below: float | None = None) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
         ok = ok and isinstance(value, int)
+    ok = ok and math.isfinite(value)
     if not ok or value < low or (below is not None and value >= below):
         bound = f"in [{low}, {below})" if below is not None else f">= {low}"
         raise ValueError(f"{name} must be a {kind.__name__} {bound}, got {value!r}")

@@ -22,7 +22,7 @@ from torch import nn
 from geminifusion._version import __version__
 from geminifusion.backbones import CONFIG_TYPES
 from geminifusion.files import OutputFolder
-from geminifusion.segmentor import Segmentor, build_segmentor
+from geminifusion.segmentor import Segmentor, build_segmentor, check_backbone_config
 from geminifusion.weights.io import read_safetensors
 from geminifusion.weights.strict import load_strict
 
@@ -130,7 +130,7 @@ def config_from_dict(arch: dict, source: str = "arch") -> object:
     """A backbone config from its JSON form ``{"type": "MiTConfig", ...fields}``."""
     arch = dict(arch)
     type_name = arch.pop("type", None)
-    if type_name not in CONFIG_TYPES:
+    if not isinstance(type_name, str) or type_name not in CONFIG_TYPES:
         raise ValueError(
             f"{source}: unknown backbone config type {type_name!r}; "
             f"known: {', '.join(sorted(CONFIG_TYPES))}"
@@ -141,9 +141,14 @@ def config_from_dict(arch: dict, source: str = "arch") -> object:
     if extra:
         raise ValueError(f"{source}: {type_name} has no fields {extra}")
     try:
-        return cls(**arch)
-    except (TypeError, ValueError) as err:
+        config = cls(**arch)
+    except (TypeError, ValueError, ArithmeticError) as err:
+        raise ValueError(f"{source}: {type(err).__name__ if not str(err) else err}") from None
+    try:
+        check_backbone_config(config)
+    except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
+    return config
 
 
 def build_from_config(config: dict, source: str = CONFIG_NAME) -> Segmentor:
@@ -196,7 +201,12 @@ def read_folder_config(directory: str | os.PathLike) -> dict:
     """The ``config.json`` of a model folder, as a dict."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{directory}: no {CONFIG_NAME} (not a geminifusion model folder)")
+        has = (
+            " (it has model.safetensors: a model folder needs both)"
+            if (Path(directory) / WEIGHTS_NAME).is_file()
+            else " (not a geminifusion model folder)"
+        )
+        raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}{has}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

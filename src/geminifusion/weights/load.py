@@ -22,7 +22,13 @@ from torch import nn
 from geminifusion.backbones import resolve_config
 from geminifusion.runs import default_checkpoint, is_run_folder
 from geminifusion.segmentor import Segmentor
-from geminifusion.weights.folder import build_from_config, from_pretrained, is_model_folder
+from geminifusion.weights.folder import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    build_from_config,
+    from_pretrained,
+    is_model_folder,
+)
 from geminifusion.weights.io import read_checkpoint
 from geminifusion.weights.reference import (
     load_reference_state,
@@ -86,9 +92,10 @@ def load_model(
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint, model folder or run folder at {path}")
     if path.is_dir():
-        if is_model_folder(path):
-            model = from_pretrained(path)
-            model.source = ModelSource("model_folder", path, path / "model.safetensors")
+        folder_like = (path / CONFIG_NAME).is_file() or (path / WEIGHTS_NAME).is_file()
+        if is_model_folder(path) or (folder_like and not is_run_folder(path)):
+            model = from_pretrained(path)  # names the file and the key of any problem
+            model.source = ModelSource("model_folder", path, path / WEIGHTS_NAME)
             return _checked(model, arch, modalities, num_classes).to(device)
         if not is_run_folder(path):
             raise FileNotFoundError(
