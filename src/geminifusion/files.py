@@ -198,6 +198,23 @@ def check_writable(folder: str | os.PathLike, probe_bytes: int = 4096) -> Path:
     return folder
 
 
+def check_could_write(folder: str | os.PathLike) -> None:
+    """:func:`check_writable` for a folder that may not exist yet, leaving nothing behind: the
+    folders it has to create for the probe are removed again."""
+    folder = Path(folder)
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    try:
+        check_writable(folder)
+    finally:
+        for created in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                created.rmdir()
+
+
 def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
     """A :class:`WriteError` when ``folder``'s disk has less than ``needed`` bytes free."""
     try:
@@ -407,6 +424,7 @@ class OutputFolder:
         self.files = files
         self.record = record
         self.option = option
+        self._ensured = False
 
     @classmethod
     def open(
@@ -452,19 +470,21 @@ class OutputFolder:
                     )
                 if manifest is not None:
                     files = dict(manifest[1])
-        created = not path.exists()
-        try:
-            check_writable(path)
-        except WriteError:
-            if created:  # leave no empty folder behind
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-            raise
+        check_could_write(path)
         folder = cls(path, kind, files, record, option)
-        folder._remove_torn()
-        if record:
-            folder._save()
+        if path.is_dir():
+            folder._remove_torn()
         return folder
+
+    def ensure(self) -> Path:
+        """Create the folder and write its manifest, before the first file goes in: a command
+        that fails before it writes anything leaves nothing behind."""
+        if not self._ensured:
+            make_folder(self.path)
+            if self.record:
+                self._save()
+            self._ensured = True
+        return self.path
 
     def owns(self, name: str) -> bool:
         """Whether the manifest lists ``name`` as this command's."""
@@ -497,25 +517,25 @@ class OutputFolder:
         new = [n for n in names if self.files.get(n) != self.kind]
         for name in new:
             self.files[name] = self.kind
-        if new and self.record:
+        if any(n.endswith("/") for n in names):  # another writer fills it: the folder is ours now
+            self.ensure()
+        elif new and self.record and self._ensured:
             self._save()
         return [self.path / n.rstrip("/") for n in names]
 
     def atomic_write(self, name: str, write: Callable[[BinaryIO], object]) -> Path:
         self.claim(name)
+        self.ensure()
         return atomic_write(self.path / name, write)
 
     def write_bytes(self, name: str, data: bytes) -> Path:
-        self.claim(name)
-        return write_bytes(self.path / name, data)
+        return self.atomic_write(name, lambda f: f.write(data))
 
     def write_text(self, name: str, text: str) -> Path:
-        self.claim(name)
-        return write_text(self.path / name, text)
+        return self.write_bytes(name, text.encode("utf-8"))
 
     def write_json(self, name: str, value: object) -> Path:
-        self.claim(name)
-        return write_json(self.path / name, value)
+        return self.write_text(name, json.dumps(value, indent=2) + "\n")
 
     def remove(self, names: Iterable[str] | None = None) -> list[str]:
         """Delete what this command wrote here (every listed name, or ``names``).

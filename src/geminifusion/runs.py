@@ -158,6 +158,7 @@ def prepare_run_folder(
     if config.dataset == "synthetic" and not config.data_root:
         names += (DATA_FOLDER + "/",)
     folder.claim(*names)
+    folder.ensure()
     make_folder(run_dir / "checkpoints")
     if not resume:
         (run_dir / LOG_FILE).unlink(missing_ok=True)

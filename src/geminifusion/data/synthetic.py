@@ -73,6 +73,7 @@ def _prepare(out_dir: str | Path, overwrite: bool, names: Sequence[str]) -> Path
             )
         folder.remove()
     folder.claim(*names)
+    folder.ensure()
     return out
 
 

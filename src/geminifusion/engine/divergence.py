@@ -37,8 +37,8 @@ class LossWatch:
         median = statistics.median(self.history)
         if loss > FACTOR * max(median, FLOOR):
             return (
-                f"the loss has diverged: {loss:.3g}, more than {FACTOR:g} times its running "
-                f"median {median:.3g}"
+                f"the loss has diverged ({loss:.3g}, more than {FACTOR:g} times its running "
+                f"median {median:.3g})"
             )
         return None
 
@@ -87,4 +87,4 @@ def divergence_message(
             "No checkpoint was written before the loss diverged: start over with a lower "
             f"learning rate (or check the data): {base} --overwrite --set stage_lrs={rates}"
         )
-    return f"{problem}, {where}. {then}"
+    return f"{problem} {where}. {then}"

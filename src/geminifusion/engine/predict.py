@@ -98,7 +98,7 @@ def predict_folder(
             non_finite.append(name)
         classes = scores[index][0].argmax(0).cpu()
         background = rgb if rgb is not None else image_to_uint8(inputs[model.modalities[0]][0])
-        write_prediction(folder.path, name, classes, background, opacity)
+        write_prediction(folder.ensure(), name, classes, background, opacity)
     if non_finite:
         warnings.warn(
             f"{len(non_finite)} of {len(samples)} predictions have NaN or infinite scores "

@@ -117,6 +117,10 @@ class Trainer:
         runs.check_data_root(config)
         if config.data_root:  # every data problem is found before the run folder is touched
             self._build_data(config.data_root)
+        # So are checkpoints that cannot be read (damaged, or unsafe to unpickle).
+        early = [resume] if isinstance(resume, str) else []
+        early += [config.finetune] if config.finetune and not resume else []
+        self._read = {p: read_checkpoint(p) for p in early if Path(p).is_file()}
         resume_path = D.on_main(
             lambda: runs.prepare_run_folder(self.run_dir, config, resume, overwrite)
         )
@@ -223,11 +227,13 @@ class Trainer:
         elif c.arch.startswith(("mit_", "swin_")) and not c.finetune and c.dataset != "synthetic":
             self.log("note: no --pretrained backbone; the paper starts from ImageNet weights")
         if c.finetune:
-            skipped = finetune_state(self.model, c.finetune)
+            skipped = finetune_state(
+                self.model, c.finetune, checkpoint=self._read.pop(c.finetune, None)
+            )
             self.log(f"fine-tuning from {c.finetune} (fresh: {', '.join(skipped)})")
 
     def _load_resume(self, path: str) -> None:
-        checkpoint = read_checkpoint(path)
+        checkpoint = self._read.pop(path, None) or read_checkpoint(path)
         if is_training_checkpoint(checkpoint):
             check_training_checkpoint(checkpoint, path)
             if "optimizer" not in checkpoint:
@@ -252,7 +258,7 @@ class Trainer:
                 f"{self.position['batch']}, iteration {self.position['iter']}"
             )
         else:
-            meta = load_weights(self.model, path)
+            meta = load_weights(self.model, path, checkpoint)
             # The reference saves the index of the epoch it has just finished.
             epoch = int(meta.get("epoch_start", -1)) + 1
             self.position = {

@@ -157,15 +157,17 @@ def _checked(
     return model
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> dict:
+def load_weights(model: nn.Module, path: str | os.PathLike, checkpoint: dict | None = None) -> dict:
     """Load weights into an existing ``model`` from one of our checkpoints or a paper checkpoint.
+
+    ``checkpoint``: the file's content when already read (``read_checkpoint(path)``).
 
     Returns:
         The checkpoint's facts: for ours ``{"kind": "training_checkpoint", "position", "best",
         "spec"}``, for the paper's ``{"kind": "reference", "epoch_start", "best_val", ...}``.
     """
     model = getattr(model, "module", model)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     if is_training_checkpoint(checkpoint):
         check_training_checkpoint(checkpoint, path)
         load_strict(model, checkpoint["model"], str(path))

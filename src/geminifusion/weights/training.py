@@ -94,7 +94,10 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def finetune_state(
-    model: nn.Module, path: str | os.PathLike, skip: tuple[str, ...] = ("linear_pred",)
+    model: nn.Module,
+    path: str | os.PathLike,
+    skip: tuple[str, ...] = ("linear_pred",),
+    checkpoint: dict | None = None,
 ) -> list[str]:
     """Start from a checkpoint's weights except the classifier, as the reference fine-tune does.
 
@@ -102,11 +105,13 @@ def finetune_state(
     come from a dataset with other classes (the paper fine-tunes its SUN RGB-D model on
     NYUDv2). Every other weight must be present and of the right shape.
 
+    ``checkpoint``: the file's content when already read.
+
     Returns:
         The keys that were left out.
     """
     model = getattr(model, "module", model)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     own = model.state_dict()
     if is_training_checkpoint(checkpoint):
         state = dict(check_training_checkpoint(checkpoint, path)["model"])
