@@ -58,6 +58,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--conditions", nargs="+", default=None, help="deliver: e.g. sun night")
     p.add_argument("--num-classes", type=int, default=None, help="folder: number of classes")
     p.add_argument("--reduce-zero-label", action="store_true", help="folder: labels are 1..K")
+    p.add_argument(
+        "--allow-unlabelled",
+        action="store_true",
+        help="folder: leave out images that have no label (default: an error naming them)",
+    )
     opt.add_progress(p)
     p.set_defaults(func=run_check_data)
 
@@ -98,12 +103,18 @@ def run_check_data(args: argparse.Namespace) -> int:
     if args.dataset == "folder":
         kwargs["num_classes"] = args.num_classes
         kwargs["reduce_zero_label"] = args.reduce_zero_label
-    elif args.num_classes is not None or args.reduce_zero_label:
-        raise ValueError("--num-classes and --reduce-zero-label apply to --dataset folder only")
+        kwargs["allow_unlabelled"] = args.allow_unlabelled
+    elif args.num_classes is not None or args.reduce_zero_label or args.allow_unlabelled:
+        raise ValueError(
+            "--num-classes, --reduce-zero-label and --allow-unlabelled apply to --dataset "
+            "folder only"
+        )
     split = (
         args.split if args.split is not None else (None if args.dataset == "folder" else "train")
     )
-    dataset = build_dataset(args.dataset, args.root, split, _names(args.modalities), **kwargs)
+    dataset = build_dataset(
+        args.dataset, args.root, split, _names(args.modalities), check_layout=False, **kwargs
+    )
     report = check_dataset(dataset, progress=opt.progress(args))
     print(report.summary())
     return 0 if report.ok else 1

@@ -94,6 +94,7 @@ def add_test_options(parser: argparse.ArgumentParser) -> None:
 def test_options(args: argparse.Namespace, config=None) -> dict:
     """``scales``, ``flip``, ``window``, ``stride`` from the flags, else from the config."""
     from geminifusion.engine.inference import DEFAULT_SCALES
+    from geminifusion.segmentor import MIN_SIDE
 
     config_scales = tuple(config.eval_scales) if config is not None else (1.0,)
     if args.scales:
@@ -113,6 +114,11 @@ def test_options(args: argparse.Namespace, config=None) -> dict:
         window = tuple(config.eval_window or config.crop_size)
     elif window is None and config is not None and config.eval_window:
         window = tuple(config.eval_window)
+    if window is not None and min(window) < MIN_SIDE:
+        raise ValueError(
+            f"--sliding-window: tiles must be at least {MIN_SIDE}x{MIN_SIDE} pixels (the "
+            f"smallest input the model takes), got {window[0]}x{window[1]}"
+        )
     stride = args.stride or (tuple(config.eval_stride) if config and config.eval_stride else None)
     flip = args.flip or bool(config is not None and config.eval_flip)
     return {"scales": scales, "flip": flip, "window": window, "stride": stride}

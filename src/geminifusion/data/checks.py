@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from geminifusion.data.datasets import SegmentationDataset
 from geminifusion.data.io import DataError
+from geminifusion.data.sanity import ignored_warning, layout_warnings
 from geminifusion.data.transforms import IGNORE_INDEX
 
 
@@ -83,7 +84,12 @@ class DataReport:
                 lines.append(f"  {kind}: {item}")
             if len(items) > max_listed:
                 lines.append(f"  ... and {len(items) - max_listed} more {kind}s")
-        lines.append("result    OK" if self.ok else f"result    FAILED ({len(self.errors)} errors)")
+        if not self.ok:
+            lines.append(f"result    FAILED ({len(self.errors)} errors)")
+        else:
+            count = len(self.warnings)
+            noted = f" ({count} warning{'s' * (count != 1)}: read them above)" if count else ""
+            lines.append(f"result    OK{noted}")
         return "\n".join(lines)
 
 
@@ -143,4 +149,12 @@ def check_dataset(dataset: SegmentationDataset, progress: bool | None = None) ->
         )
     if unlabelled:
         report.warnings.append(f"{unlabelled} samples have no labelled pixel (all 255)")
+    total = int(report.class_pixels.sum()) + report.ignored_pixels + report.out_of_range_pixels
+    layout = layout_warnings(dataset)
+    ignored = ignored_warning(dataset, report.ignored_pixels, total)
+    report.warnings[:0] = layout + ([ignored] if ignored else [])
+    skipped = getattr(dataset, "skipped", ())
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        report.warnings.append(f"{len(skipped)} images without a label were left out: {shown}")
     return report

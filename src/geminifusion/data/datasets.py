@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -493,9 +494,12 @@ class FolderDataset(SegmentationDataset):
     unless ``formats`` says otherwise. Labels are class indices (255 = ignore); with
     ``reduce_zero_label`` they are stored as 1..K with 0 = unlabelled (shifted like SUN RGB-D).
     Class names come from ``class_names``, ``root/classes.json``, or ``num_classes`` (class_0..).
+    Without a split list, an image that has no label is an error naming it, unless
+    ``allow_unlabelled`` (then it is left out, with a warning, and listed in ``skipped``).
     """
 
     name = "folder"
+    skipped: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -511,6 +515,7 @@ class FolderDataset(SegmentationDataset):
         depth_max_m: float = 10.0,
         reduce_zero_label: bool = False,
         label_dir: str = "labels",
+        allow_unlabelled: bool = False,
         transform: Transform | None = None,
         seed: int = 0,
     ) -> None:
@@ -527,7 +532,10 @@ class FolderDataset(SegmentationDataset):
             modalities = tuple(available)
         modalities = check_modalities(modalities, available, f"folder {root}")
         if not (root / label_dir).is_dir():
-            raise DataError(f"no '{label_dir}' folder with the label images", root)
+            hint = ""
+            if (root / "masks").is_dir() and any(root.glob("*.txt")):
+                hint = " (masks/ and split lists: the NYUDv2 layout, --dataset nyudv2)"
+            raise DataError(f"no '{label_dir}' folder with the label images{hint}", root)
         if depth_format not in DEPTH_FORMATS:
             raise ValueError(f"unknown depth_format {depth_format!r}; expected {DEPTH_FORMATS}")
         indexes = {key: index_folder(root / key) for key in (*modalities, label_dir)}
@@ -542,6 +550,7 @@ class FolderDataset(SegmentationDataset):
         else:
             list_path = None
             stems = [(0, s) for s in indexes[label_dir]]
+            self.skipped = _unlabelled(indexes, modalities, label_dir, root, allow_unlabelled)
         samples, missing = [], []
         for number, stem in stems:
             paths = {}
@@ -593,6 +602,38 @@ class FolderDataset(SegmentationDataset):
         return (stored.astype(np.uint8) - np.uint8(1)).astype(np.int64)
 
 
+def _unlabelled(
+    indexes: Mapping[str, Mapping[str, str]],
+    modalities: Sequence[str],
+    label_dir: str,
+    root: Path,
+    allow: bool,
+) -> tuple[str, ...]:
+    """The input images of a folder dataset without a label (an error unless ``allow``)."""
+    labelled = set(indexes[label_dir])
+    lacking = sorted(
+        {path for m in modalities for stem, path in indexes[m].items() if stem not in labelled}
+    )
+    if not lacking:
+        return ()
+    shown = ", ".join(lacking[:5]) + (f", ... ({len(lacking)} in all)" if len(lacking) > 5 else "")
+    message = (
+        f"{len(lacking)} image(s) have no label in {root / label_dir} (matched by file name "
+        f"without extension): {shown}"
+    )
+    if not allow:
+        raise DataError(
+            f"{message}; add their labels, or leave them out with allow_unlabelled=True "
+            "(check-data --allow-unlabelled; train/eval: --set "
+            "dataset_options.allow_unlabelled=true)",
+            root,
+        )
+    from geminifusion.data.sanity import DataWarning
+
+    warnings.warn(f"{root}: {message}; left out (allow_unlabelled)", DataWarning, stacklevel=4)
+    return tuple(lacking)
+
+
 DATASETS: dict[str, type[SegmentationDataset]] = {
     "nyudv2": NYUDv2,
     "sunrgbd": SUNRGBD,
@@ -613,6 +654,7 @@ def build_dataset(
     *,
     scale_range: tuple[float, float] = (0.5, 2.0),
     eval_short_side: int | None | str = "default",
+    check_layout: bool = True,
     **kwargs,
 ) -> SegmentationDataset:
     """Build a dataset by name with the training or evaluation transforms.
@@ -627,6 +669,8 @@ def build_dataset(
         seed: base seed of the augmentations (see ``sample_seed``).
         eval_short_side: evaluation resize of the shorter side; "default" is the dataset's own
             (DeLiVER 1024, resizing the label too, as the reference; others none).
+        check_layout: warn (``DataWarning``) when the folder looks like another dataset's
+            layout or most label pixels of a few samples are ignored.
         **kwargs: passed to the dataset class (depth_format, conditions, num_classes, ...).
     """
     if name not in DATASETS:
@@ -635,6 +679,10 @@ def build_dataset(
     if modalities is not None:
         kwargs["modalities"] = tuple(modalities)
     dataset = cls(root, split, seed=seed, **kwargs)
+    if check_layout:
+        from geminifusion.data.sanity import warn_if_unlike
+
+        warn_if_unlike(dataset)
     if train:
         if crop_size is None:
             raise ValueError("crop_size (H, W) is required for a training dataset")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ def confusion_matrices(
     net.eval()
     names = list(net.output_names)
     matrices = {name: ConfusionMatrix(num_classes, device) for name in names}
+    non_finite: dict[str, int] = {}
     rank, _ = _world()
     quiet = not progress if progress is not None else not sys.stderr.isatty()
     bar = tqdm(loader, desc=desc, unit="batch", disable=rank != 0 or quiet)
@@ -100,17 +102,22 @@ def confusion_matrices(
         for batch in bar:
             inputs = [batch[m].to(device, non_blocking=True) for m in net.modalities]
             label = batch["label"].to(device, non_blocking=True)
-            with autocast:
-                scores = predict_scores(
-                    net,
-                    inputs,
-                    label.shape[-2:],
-                    scales=scales,
-                    flip=flip,
-                    window=window,
-                    stride=stride,
-                )
+            try:
+                with autocast:
+                    scores = predict_scores(
+                        net,
+                        inputs,
+                        label.shape[-2:],
+                        scales=scales,
+                        flip=flip,
+                        window=window,
+                        stride=stride,
+                    )
+            except ValueError as err:  # e.g. an image below the model's smallest size
+                raise ValueError(f"{_first_path(batch)}: {err}") from None
             for name, score in zip(names, scores, strict=True):
+                if not bool(torch.isfinite(score).all()):
+                    non_finite[name] = non_finite.get(name, 0) + 1
                 matrices[name].update(score.argmax(dim=1), label)
     finally:
         bar.close()
@@ -118,7 +125,23 @@ def confusion_matrices(
             module.training = training
     for matrix in matrices.values():
         matrix.all_reduce()
+    if non_finite and rank == 0:
+        counts = ", ".join(f"{name} in {n} batch(es)" for name, n in non_finite.items())
+        warnings.warn(
+            f"the model's scores hold NaN or infinite values ({counts}): those predictions, and "
+            "the scores computed from them, are meaningless; check the model's weights",
+            RuntimeWarning,
+            stacklevel=1,  # here: the caller is torch's no_grad wrapper
+        )
     return {name: m.matrix for name, m in matrices.items()}
+
+
+def _first_path(batch: dict) -> str:
+    """The first file named in a batch (for an error message)."""
+    paths = batch.get("paths") or {}
+    for value in paths.values():
+        return str(value[0] if isinstance(value, (list, tuple)) else value)
+    return "a sample"
 
 
 def evaluate(
