@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +46,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """
     path = _existing_file(path, "checkpoint")
     try:
-        with torch.serialization.safe_globals(_numpy_allowlist()):
+        with torch.serialization.safe_globals(_numpy_allowlist()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not the user's
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "unsupported global" in str(err).lower():  # a class or function: it could run code
+        text = str(err).lower()
+        # A class or function, or pickle instructions the safe loader refuses: it could run
+        # code when unpickled, so it is never loaded (whatever torch's message suggests).
+        if "unsupported global" in text or "weights only load failed" in text:
             raise ValueError(f"{path}: {UNSAFE}") from None
         raise ValueError(f"{path}: {_UNREADABLE} (damaged, or not a PyTorch file)") from None
     except OSError as err:
         raise ValueError(f"{path}: cannot be read ({err.strerror or err})") from None
     except Exception as err:  # torch raises several types for damaged files
-        raise ValueError(f"{path}: {_UNREADABLE} ({_first_line(err)})") from None
+        reason = _short_reason(err)
+        detail = f": {reason}" if reason else ""
+        raise ValueError(
+            f"{path}: {_UNREADABLE} (damaged, truncated, or not a PyTorch file{detail})"
+        ) from None
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -78,6 +87,16 @@ def save_checkpoint(obj: object, path: str | os.PathLike, *, command: str | None
     if command is not None:
         return write_file(path, lambda f: torch.save(obj, f), command)
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _short_reason(err: Exception) -> str:
+    """The first sentence of a loader's error, unless it is noise or advice to load unsafely."""
+    text = _first_line(err)
+    text = text.split(". ")[0].strip().rstrip(".")
+    noise = text.isdigit() or text == type(err).__name__ or text.startswith("[enforce fail")
+    if noise or "weights_only" in text or len(text) > 160:
+        return ""
+    return text
 
 
 def _first_line(err: Exception) -> str:
