@@ -24,7 +24,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "of classes share a colour and differ in distance, or share a distance and differ in "
         "colour. NYUDv2 layout (rgb/, depth/, masks/, train.txt, val.txt, classes.json).",
     )
-    p.add_argument("out", help="output folder (must be new or empty)")
+    p.add_argument("out", help="output folder (new or empty)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a set written here before (only its files; nothing else is touched)",
+    )
     p.add_argument("--num", type=int, default=200, help="number of samples (default 200)")
     p.add_argument("--size", type=opt.size, default=(120, 160), help="HxW (default 120x160)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -74,7 +79,12 @@ def run_synth(args: argparse.Namespace) -> int:
         generate_synthetic_deliver if args.layout == "deliver" else generate_synthetic_dataset
     )
     summary = generate(
-        args.out, num=args.num, size=args.size, seed=args.seed, val_fraction=args.val_fraction
+        args.out,
+        num=args.num,
+        size=args.size,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        overwrite=args.overwrite,
     )
     h, w = summary.size
     print(

@@ -28,7 +28,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-scenes", type=int, help="training scenes per seed")
     parser.add_argument("--val-scenes", type=int, help="validation scenes per seed")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--json", type=Path, help="also write the raw results here (a new file)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a --json file this command wrote before"
+    )
     parser.set_defaults(func=run)
 
 
@@ -36,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from geminifusion.detection3d.demo import format_table, preset, run_demo
+    from geminifusion.files import claim_file, write_file_bytes
 
+    if args.json:  # checked before the work, not after it
+        claim_file(
+            args.json, "demo3d", replace=args.overwrite, option="--json", replace_flag="--overwrite"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = preset(
@@ -51,6 +59,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result))
     print(f"({result.seconds:.0f} s on {torch.get_num_threads()} CPU thread(s))")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.as_dict(), indent=2))
+        data = json.dumps(result.as_dict(), indent=2).encode("utf-8")
+        write_file_bytes(args.json, data, "demo3d")
     return 0

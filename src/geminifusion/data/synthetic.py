@@ -69,7 +69,8 @@ def _prepare(out_dir: str | Path, overwrite: bool, names: Sequence[str]) -> Path
         if not overwrite:
             raise ValueError(
                 f"{out}: folder is not empty (it holds an earlier synthetic set); choose a new "
-                "folder (or overwrite=True, which replaces only the files it wrote)"
+                "folder, or replace that set with --overwrite (overwrite=True), which removes "
+                "only the files it wrote"
             )
         folder.remove()
     folder.claim(*names)
