@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from geminifusion.configs import RunConfig, from_dict, read_config_file, save_config
-from geminifusion.files import OutputFolder, make_folder
+from geminifusion.files import OutputFolder, check_apart, make_folder
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -132,6 +132,8 @@ def prepare_run_folder(
         resume_path = resume
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+    if config.data_root:
+        check_apart(run_dir, [config.data_root])  # nothing is ever written into the data
     folder = open_run_folder(run_dir)
     present = [n for n in (METRICS_FILE, LAST, BEST) if folder.owns(n) and (run_dir / n).exists()]
     if present and overwrite and not resume:

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
     ctx = D.setup_distributed(args.device or config.device)
     try:
-        folder = D.on_main(lambda: open_results_folder(out, names))  # before any work
+        inputs = [config.data_root] if config.data_root else []
+        folder = D.on_main(lambda: open_results_folder(out, names, inputs))  # before any work
         reuse = run_dir / runs.DATA_FOLDER if run_dir else None
         root = D.on_main(
             lambda: runs.data_root(config, out / runs.DATA_FOLDER, reuse=reuse, folder=folder)
