@@ -93,4 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not this ``__main__`` copy: the commands raise the CLIError of
+    # ``geminifusion.cli``, which a second copy of the class would not catch.
+    from geminifusion import cli as _cli
+
+    sys.exit(_cli.main())
