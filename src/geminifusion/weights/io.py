@@ -51,9 +51,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err).lower()
-        # A class or function, or pickle instructions the safe loader refuses: it could run
-        # code when unpickled, so it is never loaded (whatever torch's message suggests).
-        if "unsupported global" in text or "weights only load failed" in text:
+        # A pickle (or torch's zip of one) holding a class or function, or instructions the
+        # safe loader refuses: it could run code when unpickled, so it is never loaded
+        # (whatever torch's message suggests). Bytes that are no pickle at all are just junk.
+        refused = "weights only load failed" in text and _looks_pickled(path)
+        if refused or "unsupported global" in text:
             raise ValueError(f"{path}: {UNSAFE}") from None
         raise ValueError(f"{path}: {_UNREADABLE} (damaged, or not a PyTorch file)") from None
     except OSError as err:
@@ -87,6 +89,16 @@ def save_checkpoint(obj: object, path: str | os.PathLike, *, command: str | None
     if command is not None:
         return write_file(path, lambda f: torch.save(obj, f), command)
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _looks_pickled(path: Path) -> bool:
+    """A zip archive (torch's format) or a pickle stream of protocol 2 or later."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and head[1] >= 2)
 
 
 def _short_reason(err: Exception) -> str:
