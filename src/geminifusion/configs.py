@@ -587,9 +587,19 @@ def get_preset(name: str) -> RunConfig:
 def read_config_file(path: str | Path) -> dict:
     """The mapping in a YAML or JSON (``.json``) file."""
     path = Path(path)
+    if path.is_dir():
+        inside = (
+            " (a run folder's config is its config.yaml)"
+            if (path / "config.yaml").is_file()
+            else ""
+        )
+        raise ValueError(f"{path} is a folder, not a config file{inside}")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (YAML or JSON config expected)") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as err:

@@ -49,6 +49,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -406,10 +407,34 @@ def _walk_foreign(
         found.append(shown + entry.name)
 
 
+def adopt_complete_sets(
+    suffixes: Sequence[str], prefixes: Sequence[str] = ("",)
+) -> Callable[[Path], list[str] | None]:
+    """An ``adopt`` for :meth:`OutputFolder.open`: a folder written before manifests existed is
+    recognised when every file in it is ``<prefix><stem><suffix>`` and every such stem has all
+    of ``suffixes`` (``a_classes.png``, ``a_color.png``, ``a_overlay.png``): a complete set of
+    one command's outputs, not a folder of the user's that happens to share a name."""
+
+    def adopt(folder: Path) -> list[str] | None:
+        names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        stems: dict[str, set[str]] = {}
+        for name in names:
+            suffix = next((x for x in suffixes if name.endswith(x)), None)
+            if suffix is None or not name.startswith(tuple(prefixes)):
+                return None
+            stems.setdefault(name[: -len(suffix)], set()).add(suffix)
+        if not stems or any(found != set(suffixes) for found in stems.values()):
+            return None
+        return names
+
+    return adopt
+
+
 def _listing(names: Sequence[str], more: bool) -> str:
     return ", ".join(names) + (", ..." if more else "")
 
 
+@dataclass
 class OutputFolder:
     """A folder a command writes into: new, empty, or already its own.
 
@@ -418,13 +443,12 @@ class OutputFolder:
     ownership comes from ``adopt`` alone (model folders: their ``config.json`` says so).
     """
 
-    def __init__(self, path: Path, kind: str, files: dict[str, str], record: bool, option: str):
-        self.path = path
-        self.kind = kind
-        self.files = files
-        self.record = record
-        self.option = option
-        self._ensured = False
+    path: Path
+    kind: str
+    files: dict[str, str]
+    record: bool = True
+    option: str = "--out"
+    _ensured: bool = field(default=False, repr=False)
 
     @classmethod
     def open(

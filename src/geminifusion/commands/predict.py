@@ -40,7 +40,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list", type=Path, help="split list (image, label, depth per line)")
     p.add_argument("--root", type=Path, help="folder the split list's paths are relative to")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--depth-format", default="png8", help="png8 (default), png16_mm or hha")
+    p.add_argument(
+        "--depth-format",
+        choices=("png8", "png16_mm", "hha"),
+        default="png8",
+        help="png8 (default), png16_mm or hha",
+    )
     p.add_argument("--depth-max-m", type=float, default=10.0, help="png16_mm: metres mapped to 1")
     p.add_argument("--arch", help="architecture of a paper checkpoint (default: recognised)")
     p.add_argument("--output", help="which output to draw (default: the last, the ensemble)")

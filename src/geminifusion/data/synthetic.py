@@ -43,6 +43,7 @@ _COLOURS = np.array(
     dtype=np.float32,
 )
 _LEVELS = np.array([0.87, 0.25, 0.45, 0.65, 0.25, 0.45, 0.65], dtype=np.float32)
+_DELIVER_FOLDERS = ("img", "hha", "depth", "event", "lidar", "semantic")
 _CHUNK = 64  # images rendered at once; bounds memory, and keeps sample i independent of num
 
 
@@ -64,7 +65,7 @@ def _prepare(out_dir: str | Path, overwrite: bool, names: Sequence[str]) -> Path
     """A new or empty folder, or (``overwrite``) an earlier generated set, emptied of its own
     files; ``names`` are claimed in its manifest before anything is written."""
     out = Path(out_dir)
-    folder = OutputFolder.open(out, SYNTH_KIND, option="output folder")
+    folder = OutputFolder.open(out, SYNTH_KIND, option="output folder", adopt=_earlier_set)
     if folder.files:
         if not overwrite:
             raise ValueError(
@@ -76,6 +77,25 @@ def _prepare(out_dir: str | Path, overwrite: bool, names: Sequence[str]) -> Path
     folder.claim(*names)
     folder.ensure()
     return out
+
+
+def _earlier_set(folder: Path) -> list[str] | None:
+    """The files of a set generated before folders carried a manifest (its ``classes.json`` or
+    ``synthetic_deliver.json`` names the generator)."""
+    for marker in ("classes.json", "synthetic_deliver.json"):
+        try:
+            meta = json.loads((folder / marker).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("generator"), dict):
+            layout = meta["generator"].get("layout")
+            tops = ("rgb", "depth", "masks") if layout == "nyudv2" else _DELIVER_FOLDERS
+            files = [marker, "train.txt", "val.txt"] if layout == "nyudv2" else [marker]
+            found = [n for n in files if (folder / n).is_file()]
+            for top in tops:
+                found += [p.relative_to(folder).as_posix() for p in (folder / top).rglob("*.png")]
+            return found
+    return None
 
 
 def _check_args(num: int, size: Sequence[int], val_fraction: float) -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ held-out scenes, prints the table and draws ground truth next to the three predi
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -122,10 +123,23 @@ def demo_config(preset: str, settings: DemoSettings, data_root: Path) -> RunConf
 DEMO_FILES = ("data/", *(m[0] + "/" for m in MODELS), "comparison.png", "table.txt", MARKER)
 
 
+def _earlier_demo(folder: Path) -> list[str] | None:
+    """The files of a demo written before folders carried a manifest (its ``demo.json``)."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or "status" not in marker:
+        return None
+    return [n for n in DEMO_FILES if (folder / n.rstrip("/")).exists()]
+
+
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> OutputFolder:
     """A new or empty folder, or one holding an earlier demo, whose files are replaced only with
     ``overwrite`` (nothing the demo did not write is ever touched or deleted)."""
-    folder = OutputFolder.open(out_dir, DEMO_KIND, hint="choose a new or empty --out")
+    folder = OutputFolder.open(
+        out_dir, DEMO_KIND, adopt=_earlier_demo, hint="choose a new or empty --out"
+    )
     earlier = [n for n in DEMO_FILES if folder.owns(n) and (Path(out_dir) / n.rstrip("/")).exists()]
     if earlier and not overwrite:
         raise OutputError(
@@ -206,8 +220,8 @@ def _run_demo(out_dir, settings: DemoSettings, overwrite: bool, progress, log) -
     folder = prepare_out_dir(out, overwrite)
     data_root = out / "data"
     log(f"writing {settings.num_scenes} synthetic RGB-D scenes to {data_root}")
-    generate_synthetic_dataset(
-        data_root, num=settings.num_scenes, size=settings.size, seed=settings.seed
+    generate_synthetic_dataset(  # an earlier demo's set: only its own files are replaced
+        data_root, num=settings.num_scenes, size=settings.size, seed=settings.seed, overwrite=True
     )
     folder.write_json(MARKER, {"status": "running"})
 

@@ -291,10 +291,13 @@ def result_names(split: str, options: dict, drop_mode: str | None = None) -> lis
 def open_results_folder(out: str | Path, names: Sequence[str], inputs: Sequence = ()):
     """The results folder, checked before any work: not inside the ``inputs`` (the data), new,
     empty or an earlier evaluation's, with ``names`` free of files geminifusion did not write."""
-    from geminifusion.files import OutputFolder, check_apart
+    from geminifusion.files import OutputFolder, adopt_complete_sets, check_apart
 
     check_apart(out, inputs)
-    folder = OutputFolder.open(out, EVAL_KIND, hint="choose a new or empty --out for the results")
+    earlier = adopt_complete_sets((".json", ".txt"), ("eval_", "robustness_"))
+    folder = OutputFolder.open(
+        out, EVAL_KIND, adopt=earlier, hint="choose a new or empty --out for the results"
+    )
     folder.claim(*names)
     return folder
 

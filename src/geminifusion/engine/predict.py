@@ -12,7 +12,7 @@ from tqdm import tqdm
 from geminifusion.data.inputs import read_sample
 from geminifusion.engine.inference import predict_scores
 from geminifusion.engine.visualize import image_to_uint8, write_prediction
-from geminifusion.files import OutputFolder, check_apart
+from geminifusion.files import OutputFolder, adopt_complete_sets, check_apart
 from geminifusion.segmentor import Segmentor
 
 
@@ -34,8 +34,9 @@ def open_prediction_folder(out_dir: str | Path, inputs: Sequence[str | Path] = (
     """The prediction folder, checked before any work: not one of the ``inputs`` (files or
     folders) nor inside an input folder, and new, empty or an earlier prediction's."""
     check_apart(out_dir, inputs)
+    earlier = adopt_complete_sets(OUTPUT_SUFFIXES)
     return OutputFolder.open(
-        out_dir, PREDICT_KIND, hint="choose a new or empty --out for the predictions"
+        out_dir, PREDICT_KIND, adopt=earlier, hint="choose a new or empty --out for the predictions"
     )
 
 

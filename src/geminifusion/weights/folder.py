@@ -207,13 +207,18 @@ def read_folder_config(directory: str | os.PathLike) -> dict:
             else " (not a geminifusion model folder)"
         )
         raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}{has}")
+    return _json_object(path)
+
+
+def _json_object(path: Path) -> dict:
+    """The JSON object in ``path`` (``ValueError`` naming it when it is none)."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
+    if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
-    return config
+    return data
 
 
 def from_pretrained(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -241,11 +246,5 @@ def parse_arch(text: str) -> str | object:
     if path.suffix == ".json":
         if not path.is_file():
             raise FileNotFoundError(f"--arch: file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object")
-        return config_from_dict(data, str(path))
+        return config_from_dict(_json_object(path), str(path))
     return text
