@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from geminifusion.cli import CLIError
     from geminifusion.configs import apply_overrides, load_config
     from geminifusion.engine import distributed as D
-    from geminifusion.engine.evaluate import evaluate_checkpoint, result_stem
     from geminifusion.engine.metrics import to_json_ready
+    from geminifusion.engine.report import evaluate_checkpoint, result_stem
     from geminifusion.files import write_json, write_text
 
     source = Path(args.config)
