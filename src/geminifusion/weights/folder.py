@@ -23,7 +23,7 @@ from geminifusion._version import __version__
 from geminifusion.backbones import CONFIG_TYPES
 from geminifusion.files import make_folder, write_bytes, write_text
 from geminifusion.segmentor import Segmentor, build_segmentor
-from geminifusion.weights.io import read_safetensors
+from geminifusion.weights.io import read_json, read_safetensors
 from geminifusion.weights.strict import load_strict
 
 CONFIG_NAME = "config.json"
@@ -174,13 +174,7 @@ def read_folder_config(directory: str | os.PathLike) -> dict:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: no {CONFIG_NAME} (not a geminifusion model folder)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return config
+    return read_json(path)
 
 
 def from_pretrained(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -208,11 +202,5 @@ def parse_arch(text: str) -> str | object:
     if path.suffix == ".json":
         if not path.is_file():
             raise FileNotFoundError(f"--arch: file not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object")
-        return config_from_dict(data, str(path))
+        return config_from_dict(read_json(path), str(path))
     return text
