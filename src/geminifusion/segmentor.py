@@ -96,7 +96,7 @@ class Segmentor(nn.Module):
             if x.dtype != first.dtype or x.device != first.device:
                 raise ValueError(f"input {name!r} is {x.dtype} on {x.device}, unlike {names[0]!r}")
         weight = self.head.linear_pred.weight
-        if not torch.is_autocast_enabled(first.device.type) and first.dtype != weight.dtype:
+        if first.dtype != weight.dtype:
             raise ValueError(
                 f"input {names[0]!r} is {first.dtype} but the model's weights are {weight.dtype}: "
                 f"convert the inputs (x.to({weight.dtype})) or the model (model.to(...))"
