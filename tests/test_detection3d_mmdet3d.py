@@ -9,6 +9,7 @@ environment); ``docs/detection3d.md`` says how to install the stack these tests 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,9 @@ except Exception as err:  # not installed, or mmcv built without its ops
     )
 
 from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
 from mmengine.hub import get_config
+from mmengine.optim import build_optim_wrapper
 from mmengine.runner import load_checkpoint
 
 import geminifusion.detection3d as d3
@@ -304,3 +307,78 @@ def test_mmdet3d_train_transforms_give_metainfo_the_plugin_reads(cfg):
             want[:, 0] = meta["img_shape"][1] - want[:, 0]
         seen = depth > 1
         torch.testing.assert_close(got[seen], want[seen], rtol=0, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- the detector
+
+
+@pytest.fixture
+def spconv_cpu_backward(monkeypatch):
+    """spconv 2.3's backward asks for the CUDA stream before taking its CPU path, which a
+    CPU-only torch refuses; the CPU path does not use the stream."""
+    if not torch.cuda.is_available():
+        import spconv.pytorch.ops as spconv_ops
+
+        monkeypatch.setattr(spconv_ops, "get_current_stream", lambda: 0)
+
+
+def detector(cfg: Config, **encoder) -> nn.Module:
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.pts_voxel_encoder.update(encoder)
+    model_cfg.test_cfg.pts.score_thr = 0.0  # an untrained head: keep boxes for the rotated NMS
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    return model
+
+
+def batch(cfg: Config, seeds=(0, 1), absent=(), camera=True) -> dict:
+    pipeline = train_pipeline(cfg)
+    samples = []
+    for seed in seeds:
+        scene = synthetic_scene(seed)
+        scene[d3.point_fusion.ABSENT_KEY] = seed in absent
+        samples.append(pipeline(scene))
+    data = pseudo_collate(samples)
+    if not camera:
+        del data["inputs"]["img"]
+    return data
+
+
+def train_three_steps(model: nn.Module, data: dict) -> list[float]:
+    optim = build_optim_wrapper(model, dict(optimizer=dict(type="AdamW", lr=1e-4)))
+    model.train()
+    losses = []
+    for _ in range(3):
+        log = model.train_step(copy.deepcopy(data), optim)
+        losses.append(float(log["loss"]))
+    return losses
+
+
+@pytest.mark.slow
+def test_detector_trains_and_predicts_through_the_plugin(cfg, spconv_cpu_backward):
+    model = detector(cfg)
+    data = batch(cfg)
+    fusion = model.pts_voxel_encoder.fusion_layer[1].fusion
+    before = fusion.in_proj_weight.detach().clone()
+    losses = train_three_steps(model, data)
+    assert all(np.isfinite(losses)), losses
+    assert not torch.equal(fusion.in_proj_weight, before)  # gradients reached GeminiFusion
+    model.eval()
+    with torch.no_grad():
+        results = model.test_step(copy.deepcopy(data))
+    boxes = results[0].pred_instances_3d
+    assert 0 < len(boxes.bboxes_3d) <= cfg.model.test_cfg.pts.max_num
+    assert boxes.bboxes_3d.tensor.shape[1] == 7 and "torchvision" not in sys.modules
+
+
+@pytest.mark.slow
+def test_detector_runs_with_a_failed_camera(cfg, spconv_cpu_backward):
+    """No image at all, one image marked absent, camera dropout: the channels always hold."""
+    model = detector(cfg, camera_dropout=0.5)
+    assert model.pts_voxel_encoder.camera_dropout == 0.5
+    for data in (batch(cfg, camera=False), batch(cfg, absent=(1,))):
+        assert all(np.isfinite(train_three_steps(model, data)))
+        model.eval()
+        with torch.no_grad():
+            results = model.test_step(copy.deepcopy(data))
+        assert len(results) == 2 and len(results[0].pred_instances_3d.bboxes_3d) > 0

@@ -185,7 +185,7 @@ class GeminiDynamicVFE(nn.Module):
             return None
         present = images_present(img_metas, count)
         if self.training and self.camera_dropout > 0:
-            kept = (torch.rand(count) >= self.camera_dropout).tolist()
+            kept = (torch.rand(count) >= self.camera_dropout).tolist()  # torch's global RNG
             present = [p and k for p, k in zip(present, kept, strict=True)]
         return present
 
@@ -217,7 +217,8 @@ class GeminiDynamicVFE(nn.Module):
         if features.shape[1] != self.raw_channels:
             raise ValueError(f"expected {self.raw_channels} point channels, got {features.shape}")
         voxels = assign_voxels(coors)
-        if img_feats is not None and (points is None or img_metas is None):
+        fuses = any(not isinstance(fusion, nn.Identity) for fusion in self.fusion_layer)
+        if fuses and img_feats is not None and (points is None or img_metas is None):
             raise ValueError("fusing image features needs points and img_metas")
         present = self.images_used(img_feats, img_metas, 0 if points is None else len(points))
         x = self.decorate(features, coors, voxels)
