@@ -122,7 +122,7 @@ def test_mvxnet_layout_loads_strictly_and_from_a_file(tmp_path):
     assert load_mvxnet_weights(model, extra).unused == ("img_rpn_head.conv.weight",)
 
 
-def test_shape_mismatch_is_refused_before_copying():
+def test_shape_mismatch_is_refused_and_nothing_changes():
     model = Detector(plugin())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     stock = stock_state()

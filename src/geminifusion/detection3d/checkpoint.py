@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,23 @@ from geminifusion.fusion import REFERENCE_NAMES, reference_names
 _MARKER = reference_names("in_proj_weight")[0]
 _VFE_LAYER = re.compile(r"^(.*)vfe_layers\.(\d+)\.")
 FUSION_SLOTS = "fusion_layer."  # the attribute name shared by DynamicVFE and GeminiDynamicVFE
+
+
+def _renamed(
+    state_dict: Mapping[str, Tensor], items: dict[str, Tensor], rename: Callable[[str], str]
+) -> dict[str, Tensor]:
+    """``items`` as a state dict that keeps ``state_dict``'s ``_metadata``, its module names
+    renamed too: modules read their layout version from it (spconv's kernels are stored
+    transposed in MMCV's version 1, for one)."""
+    out = OrderedDict(items)
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        out._metadata = type(
+            metadata
+        )(  # type: ignore[attr-defined]
+            (rename(f"{name}.")[:-1] if name else name, value) for name, value in metadata.items()
+        )
+    return out
 
 
 def _unwrap(state_dict: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
@@ -86,14 +104,13 @@ def convert_mvxnet_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
         match = _VFE_LAYER.match(key)
         if match:
             last[match[1]] = max(last.get(match[1], -1), int(match[2]))
-    out: dict[str, Tensor] = {}
-    moved = set()
-    for key, value in state_dict.items():
+
+    def rename(key: str) -> str:
         renamed = [n for p, i in last.items() if (n := stock_fusion_key(key, p, i)) is not None]
-        if renamed:
-            moved.add(renamed[0])
-        out[renamed[0] if renamed else key] = value
-    clash = sorted(moved & set(state_dict))
+        return renamed[0] if renamed else key
+
+    out = _renamed(state_dict, {rename(k): v for k, v in state_dict.items()}, rename)
+    clash = sorted(k for k in state_dict if rename(k) != k and rename(k) in state_dict)
     if clash:
         raise ValueError(f"state dict holds both the stock and the plug-in fusion keys: {clash}")
     return out
@@ -132,25 +149,31 @@ def load_mvxnet_weights(
     ``checkpoint`` is a path (read with ``torch.load(..., weights_only=True)``), an MMEngine
     checkpoint dict or a state dict; a ``module.`` prefix (distributed training) is dropped.
     The checkpoint goes through :func:`convert_mvxnet_state_dict`; every tensor whose key exists
-    in both is copied, and nothing else. A key present in both with different shapes is a
-    ``ValueError`` raised before anything is copied: it means the two configs differ.
+    in both is copied, and nothing else, by the model's own ``load_state_dict`` (so layouts that
+    modules convert on load, such as MMCV-era spconv kernels, convert as usual). A tensor that
+    does not fit (different shapes: the two configs differ) is a ``ValueError`` naming it, and
+    the model is left as it was.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = _unwrap(checkpoint)
     if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module.") :]: value for key, value in state.items()}
+
+        def unwrapped(key: str) -> str:
+            return key.removeprefix("module.")
+
+        state = _renamed(state, {unwrapped(k): v for k, v in state.items()}, unwrapped)
     state = convert_mvxnet_state_dict(state)
     own = model.state_dict()
     common = sorted(set(own) & set(state))
-    wrong = [
-        f"{key}: {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
-        for key in common
-        if state[key].shape != own[key].shape
-    ]
-    if wrong:
-        raise ValueError(f"checkpoint and model shapes differ (checkpoint vs model): {wrong}")
-    model.load_state_dict({k: state[k] for k in common}, strict=False)
+    backup = {key: value.clone() for key, value in own.items()}
+    try:
+        model.load_state_dict(_renamed(state, {k: state[k] for k in common}, str), strict=False)
+    except RuntimeError as err:
+        with torch.no_grad():  # the live tensors of state_dict(): put every one back
+            for key, value in model.state_dict().items():
+                value.copy_(backup[key])
+        raise ValueError(f"the checkpoint does not fit the model: {err}") from err
     return WeightsReport(
         loaded=tuple(common),
         initialised=tuple(sorted(set(own) - set(state))),
