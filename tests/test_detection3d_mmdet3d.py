@@ -239,6 +239,17 @@ def test_stock_mvxnet_checkpoint_maps_onto_the_plugin(cfg, tmp_path):
     for key, value in fresh.state_dict().items():
         if key not in report.initialised:
             assert torch.equal(value, state[key]), key
+    # An MMCV-era checkpoint (as the public MVX-Net one): no module versions, and the sparse
+    # kernels in MMCV's (D, H, W, in, out) layout; spconv's loader turns them around.
+    old = {
+        k: v.permute(1, 2, 3, 4, 0) if "middle_encoder" in k and v.dim() == 5 else v
+        for k, v in stock.items()
+    }
+    fresh = MODELS.build(cfg.model)
+    assert len(d3.load_mvxnet_weights(fresh, old).loaded) == 564
+    for key, value in fresh.state_dict().items():
+        if key not in report.initialised:
+            assert torch.equal(value, state[key]), key
 
 
 # ----------------------------------------------------------------------------- transforms
