@@ -124,7 +124,7 @@ def main() -> None:
     t = fastest({"grouped once": grouped_once, "regrouped per call": regrouped}, 5)
     print("3 voxel reductions: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items()))
 
-    mvxnet, gemini = encoder("PointFusion", False), encoder("GeminiPointFusion", True)
+    mvxnet, gemini = encoder("SumPointFusion", False), encoder("GeminiPointFusion", True)
     sizes = {
         name: sum(p.numel() for p in m.parameters())
         for name, m in [("mvx", mvxnet), ("gemini", gemini)]

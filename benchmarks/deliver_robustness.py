@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from geminifusion.configs import get_preset
+from geminifusion.configs import build_model, get_preset
 from geminifusion.data import DELIVER_CONDITIONS, build_dataset, generate_synthetic_deliver
 from geminifusion.engine.metrics import to_json_ready
 from geminifusion.engine.robustness import format_robustness_table, robustness_report
-from geminifusion.engine.state import load_weights
-from geminifusion.engine.train import build_model, train
+from geminifusion.engine.train import train
+from geminifusion.weights import load_weights
 
 MODALITIES = ("rgb", "depth", "event", "lidar")
 

@@ -22,7 +22,6 @@ from geminifusion.data import (
 )
 from geminifusion.data.datasets import SUNRGBD, read_split_list
 from test_data_helpers import (
-    REFERENCE,
     deliver_path,
     make_deliver,
     make_folder,
@@ -65,7 +64,6 @@ def test_modality_order_is_the_users(tmp_path):
     assert list(only[0]) == ["depth", "label", "paths"]
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference fixtures not found at {REFERENCE}")
 @pytest.mark.parametrize(
     ("subdir", "split", "count", "first"),
     [
@@ -75,8 +73,8 @@ def test_modality_order_is_the_users(tmp_path):
         ("sun", "test", 5050, "RGB/test_0.jpg\tlabels/test_0.png\tDepth/test_0.png"),
     ],
 )
-def test_reference_split_lists_parse_line_by_line(subdir, split, count, first):
-    path = REFERENCE / "splits" / subdir / f"{split}.txt"
+def test_reference_split_lists_parse_line_by_line(subdir, split, count, first, reference_dir):
+    path = reference_dir / "splits" / subdir / f"{split}.txt"
     rows = read_split_list(path)
     lines = path.read_text().splitlines()
     assert len(rows) == len(lines) == count
@@ -86,16 +84,16 @@ def test_reference_split_lists_parse_line_by_line(subdir, split, count, first):
     assert path.read_bytes().endswith(b"\n") == (subdir == "sun")
 
 
-def test_nyudv2_reads_the_reference_val_list(tmp_path):
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference fixtures not found at {REFERENCE}")
-    rows = read_split_list(REFERENCE / "splits" / "nyudv2" / "val.txt")[:5]
+def test_nyudv2_reads_the_reference_val_list(tmp_path, reference_dir):
+    rows = read_split_list(reference_dir / "splits" / "nyudv2" / "val.txt")[:5]
     for _, (rgb, label, depth) in rows:
         save(tmp_path / rgb, np.zeros((4, 6, 3), np.uint8))
         save(tmp_path / label, np.ones((4, 6), np.uint8))
         save(tmp_path / depth, np.zeros((4, 6), np.uint8))
     lst = tmp_path / "five.txt"
-    lst.write_bytes(b"\n".join((REFERENCE / "splits/nyudv2/val.txt").read_bytes().split(b"\n")[:5]))
+    lst.write_bytes(
+        b"\n".join((reference_dir / "splits/nyudv2/val.txt").read_bytes().split(b"\n")[:5])
+    )
     ds = NYUDv2(tmp_path, "val", split_file=lst)
     assert [s.paths["rgb"] for s in ds.samples] == [str(tmp_path / r[1][0]) for r in rows]
 

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-
 
 def save(path: Path, array: np.ndarray) -> Path:
     """Write an image; uint16 2-D arrays become 16-bit PNGs."""

@@ -32,60 +32,30 @@ def reference(reference_dir):
     return model, meta, io, folder
 
 
-def test_float32_outputs_features_and_internals(reference):
-    model, meta, io, _ = reference
-    assert meta == {}  # a plain state dict carries no metadata
-    x = [io[name] for name in MODALITIES]
-    with torch.no_grad():
-        outputs = model(x)
-        trace = model.backbone.trace(model.stack_inputs(x))
-    assert model.output_names == ["rgb", "merged", "ensemble"]
-    for ours, theirs in zip(outputs, io["outputs"], strict=True):
-        assert ours.shape == theirs.shape == (2, 25, 64, 96)
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-5)
-    for s in range(4):
-        for i, name in enumerate(("rgb", "merged")):
-            theirs = io["features"][name][s]
-            torch.testing.assert_close(trace["features"][s][i], theirs, rtol=0, atol=2e-5)
-        for i, name in enumerate(EXTRAS):
-            theirs = io["scores"][s][name]
-            torch.testing.assert_close(trace["scores"][s][i], theirs, rtol=0, atol=2e-6)
-        torch.testing.assert_close(trace["merged_in"][s], io["merged_in"][s], rtol=0, atol=5e-5)
-
-
-def test_float64_outputs_and_internals(reference):
-    model, _, io, _ = reference
-    model64 = gf.build_segmentor("deliver_mit_b0", 25, MODALITIES).double().eval()
-    model64.load_state_dict(
-        {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+@pytest.mark.parametrize(
+    ("dtype", "suffix", "score_atol", "merged_atol"),
+    [(torch.float32, "", 2e-6, 5e-5), (torch.float64, "_fp64", 1e-9, 1e-9)],
+)
+def test_merge_internals_match_the_reference(reference, dtype, suffix, score_atol, merged_atol):
+    """Score maps and the merged map entering each stage (outputs and features: test_parity)."""
+    loaded, _, io, _ = reference
+    model = gf.build_segmentor("deliver_mit_b0", 25, MODALITIES).to(dtype).eval()
+    state = loaded.state_dict()
+    model.load_state_dict(
+        {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     )
-    x = [io[name].double() for name in MODALITIES]
+    x = [io[name].to(dtype) for name in MODALITIES]
     with torch.no_grad():
-        outputs = model64(x)
-        trace = model64.backbone.trace(model64.stack_inputs(x))
-    for ours, theirs in zip(outputs, io["outputs_fp64"], strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
-    w = torch.softmax(model64.alpha, 0)
+        trace = model.backbone.trace(model.stack_inputs(x))
+        outputs = model(x)
+    w = torch.softmax(model.alpha, 0)
     torch.testing.assert_close(outputs[2], w[0] * outputs[0] + w[1] * outputs[1], rtol=0, atol=0)
     for s in range(4):
-        torch.testing.assert_close(
-            trace["features"][s][1], io["features_fp64"]["merged"][s], rtol=0, atol=1e-9
-        )
-        torch.testing.assert_close(
-            trace["merged_in"][s], io["merged_in_fp64"][s], rtol=0, atol=1e-9
-        )
         for i, name in enumerate(EXTRAS):
-            theirs = io["scores_fp64"][s][name]
-            torch.testing.assert_close(trace["scores"][s][i], theirs, rtol=0, atol=1e-9)
-
-
-def test_round_trip_to_reference_state_dict(reference):
-    model, _, _, folder = reference
-    theirs = torch.load(folder / "deliver_mit_b0.pth", map_location="cpu", weights_only=True)
-    ours = gf.to_reference_state_dict(model)
-    assert set(ours) == set(theirs) and next(iter(ours)) == next(iter(theirs)) == "alpha"
-    for key, value in theirs.items():
-        assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+            theirs = io["scores" + suffix][s][name]
+            torch.testing.assert_close(trace["scores"][s][i], theirs, rtol=0, atol=score_atol)
+        theirs = io["merged_in" + suffix][s]
+        torch.testing.assert_close(trace["merged_in"][s], theirs, rtol=0, atol=merged_atol)
 
 
 def test_resume_file_and_ddp_prefix_load(reference, tmp_path):

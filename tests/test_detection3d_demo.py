@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from geminifusion.detection3d.demo import (
     CLASSES,
     PRESETS,
     PointSegmenter,
+    average_precision,
     camera_matrix,
     collate,
     make_scenes,
@@ -29,13 +31,29 @@ def test_tiny_demo_command_prints_the_table(tmp_path, capsys):
     args = parser.parse_args(["demo3d", "--size", "tiny", "--threads", "1", "--json", str(out)])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
-    assert "SYNTHETIC" in printed and "not KITTI" in printed
+    assert "SYNTHETIC" in printed and "not KITTI" in printed and "not detection AP" in printed
     for name in ("LiDAR only", "sum fusion", "GeminiFusion", "mIoU", "aAcc", *CLASSES):
         assert name in printed
+    for name in ("camera dropout 0.5", "mIoU no camera", "point mAP camera", "point mAP no camera"):
+        assert name in printed
     runs = json.loads(out.read_text())["runs"]
-    assert set(runs) == {"lidar", "sum", "sum_every", "gemini"}
+    fusions = {"sum", "sum_every", "gemini"}
+    assert set(runs) == {"lidar", *fusions, *(f"{m}+dropout" for m in fusions)}
     for metrics in (m for per_seed in runs.values() for m in per_seed):
-        assert 0 <= metrics["mIoU"] <= 100 and 0 <= metrics["aAcc"] <= 100
+        for key in ("mIoU", "aAcc", "no camera mIoU", "no camera mAP"):
+            assert 0 <= metrics[key] <= 100, key
+    # LiDAR only does not look at the camera: failing it changes nothing.
+    lidar = runs["lidar"][0]
+    assert lidar["mIoU"] == lidar["no camera mIoU"] and lidar["mAP"] == lidar["no camera mAP"]
+
+
+def test_average_precision_by_hand():
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    positive = torch.tensor([False, False, True, True])
+    # Ranked: 0.8 (hit), 0.4 (miss), 0.35 (hit): precisions 1 and 2/3 at the two hits.
+    assert average_precision(scores, positive) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision(scores, scores > 0.3) == 1.0
+    assert math.isnan(average_precision(scores, torch.zeros(4, dtype=torch.bool)))
 
 
 def test_object_points_see_their_own_colour():

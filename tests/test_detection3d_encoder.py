@@ -5,7 +5,12 @@ import torch
 from torch import nn
 
 from geminifusion.detection3d import GeminiDynamicVFE, GeminiPointFusion, SumPointFusion
-from geminifusion.detection3d.scatter import dynamic_voxelize
+from geminifusion.detection3d.scatter import (
+    assign_voxels,
+    dynamic_voxelize,
+    gather_from_voxels,
+    scatter_to_voxels,
+)
 
 F64 = torch.float64
 VOXEL = (0.5, 0.5, 1.0)
@@ -101,7 +106,7 @@ def loop_encoder(enc: GeminiDynamicVFE, features, coors, pts, img, metas):
 
 @pytest.mark.parametrize(
     "fusion,every,use_image",
-    [("GeminiPointFusion", True, True), ("PointFusion", False, True), (None, True, False)],
+    [("GeminiPointFusion", True, True), ("SumPointFusion", False, True), (None, True, False)],
 )
 def test_equals_loop_twin(fusion, every, use_image):
     enc = small_encoder(fusion, every).eval()
@@ -115,7 +120,7 @@ def test_equals_loop_twin(fusion, every, use_image):
     assert torch.equal(got_coors, want_coors)
     torch.testing.assert_close(got_feats, want_feats, rtol=0, atol=1e-10)
     n_fusions = sum(isinstance(m, GeminiPointFusion | SumPointFusion) for m in enc.fusion_layer)
-    assert n_fusions == {None: 0, "PointFusion": 1, "GeminiPointFusion": 2}[fusion]
+    assert n_fusions == {None: 0, "SumPointFusion": 1, "GeminiPointFusion": 2}[fusion]
 
 
 def test_permuting_points_permutes_point_features_only():
@@ -169,7 +174,7 @@ def test_reference_config_sizes():
             fuse_every_layer=every,
         )
 
-    gemini, mvxnet = build("GeminiPointFusion", True), build("PointFusion", False)
+    gemini, mvxnet = build("GeminiPointFusion", True), build("SumPointFusion", False)
     assert gemini.in_channels == 10 and gemini.out_channels == 128
     assert gemini.vfe_layers[1][0].in_features == 128
     assert gemini.fusion_layer[0].out_channels == 64 and gemini.fusion_layer[1].out_channels == 128
@@ -188,3 +193,87 @@ def test_rejects_bad_arguments():
     features, coors, pts, img, metas = make_batch(3)
     with pytest.raises(ValueError, match="img_metas"):
         enc(features, coors, None, img, None)
+
+
+def test_pts_channels_that_contradict_the_last_layer_are_refused():
+    layer = dict(type="SumPointFusion", img_channels=6, pts_channels=16, mid_channels=16)
+    layer.update(out_channels=16, img_levels=[0])
+    with pytest.raises(ValueError, match=r"fusion_layer\.pts_channels=16 contradicts the 8"):
+        GeminiDynamicVFE(feat_channels=[8, 8], fusion_layer=layer)
+    layer.pop("pts_channels")  # left out: the layer's width is filled in
+    encoder = GeminiDynamicVFE(feat_channels=[8, 12], fusion_layer=layer)
+    assert [m.pts_channels for m in encoder.fusion_layer] == [8, 12]
+
+
+def test_without_images_the_fusions_read_zeros_and_keep_the_channels():
+    """No camera: the output has the fused width, as if every point saw zero image features."""
+    enc = small_encoder().eval()
+    randomise(enc, 4)
+    features, coors, pts, img, metas = make_batch(4)
+    absent = [dict(m, img_absent=True) for m in metas]
+    with torch.no_grad():
+        blind, _ = enc(features, coors, pts, None, None)
+        marked, _ = enc(features, coors, pts, img, absent)
+        seeing, _ = enc(features, coors, pts, img, metas)
+        # The definition: a = BN(Linear(0)) for every point, through both fusion layers.
+        x = enc.decorate(features, coors, assign_voxels(coors))
+        for layer, fusion in zip(enc.vfe_layers, enc.fusion_layer, strict=True):
+            b = layer(x)
+            a = fusion.img_transform(b.new_zeros(len(b), fusion.sampled_channels))
+            point_feats = torch.relu(fusion.combine(a, fusion.pts_transform(b)))
+            voxels = assign_voxels(coors)
+            x = torch.cat(
+                [point_feats, gather_from_voxels(scatter_to_voxels(point_feats, voxels), voxels)],
+                dim=1,
+            )
+    assert blind.shape[1] == enc.out_channels == 16
+    torch.testing.assert_close(blind, scatter_to_voxels(point_feats, voxels), rtol=0, atol=1e-12)
+    torch.testing.assert_close(marked, blind, rtol=0, atol=0)
+    assert (seeing - blind).abs().max() > 1e-3
+
+
+def test_one_absent_image_changes_only_its_sample():
+    enc = small_encoder().eval()
+    randomise(enc, 5)
+    features, coors, pts, img, metas = make_batch(5)
+    mixed = [dict(metas[0], img_absent=True), metas[1]]
+    with torch.no_grad():
+        got = enc.forward_points(features, coors, pts, img, mixed)[0]
+        seeing = enc.forward_points(features, coors, pts, img, metas)[0]
+        blind = enc.forward_points(features, coors, pts, None, None)[0]
+    first = len(pts[0])
+    torch.testing.assert_close(got[:first], blind[:first], rtol=0, atol=1e-12)
+    torch.testing.assert_close(got[first:], seeing[first:], rtol=0, atol=1e-12)
+
+
+def test_camera_dropout_drops_whole_samples_in_training_only():
+    enc = small_encoder(camera_dropout=0.5)
+    randomise(enc, 6)
+    features, coors, pts, img, metas = make_batch(6)
+    first = len(pts[0])
+    enc.eval()
+    with torch.no_grad():
+        seeing = enc.forward_points(features, coors, pts, img, metas)[0]
+        blind = enc.forward_points(features, coors, pts, None, None)[0]
+        assert torch.equal(enc.forward_points(features, coors, pts, img, metas)[0], seeing)
+        enc.train()
+        for m in enc.modules():  # batch statistics would couple the samples
+            if isinstance(m, nn.BatchNorm1d):
+                m.eval()
+        seen = set()
+        for seed in range(12):
+            torch.manual_seed(seed)
+            got = enc.forward_points(features, coors, pts, img, metas)[0]
+            kept = []
+            for part in (slice(0, first), slice(first, None)):
+                if torch.allclose(got[part], seeing[part], rtol=0, atol=1e-12):
+                    kept.append(True)
+                else:
+                    torch.testing.assert_close(got[part], blind[part], rtol=0, atol=1e-12)
+                    kept.append(False)
+            seen.add(tuple(kept))
+    assert len(seen) > 2  # samples are dropped independently
+    with pytest.raises(ValueError, match="probability"):
+        small_encoder(camera_dropout=1.5)
+    with pytest.raises(ValueError, match="needs a fusion_layer"):
+        small_encoder(None, camera_dropout=0.1)

@@ -6,6 +6,7 @@ point at a time over its two slots. Its state dict goes through the checkpoint c
 the fast layer, so the test checks the layer and the key mapping together.
 """
 
+import importlib.util
 import math
 from collections import OrderedDict
 
@@ -253,13 +254,28 @@ def test_config_builds_and_rejects_unsupported_options():
         | dict(out_channels=128, img_levels=[0, 1, 2, 3, 4], align_corners=False)
     )
     assert isinstance(layer, GeminiPointFusion) and layer.fusion.num_heads == 8
-    assert isinstance(build_fusion_layer(dict(type="PointFusion", **_small())), SumPointFusion)
+    assert isinstance(build_fusion_layer(dict(type="SumPointFusion", **_small())), SumPointFusion)
     with pytest.raises(ValueError, match="must be equal"):
         GeminiPointFusion(8, 8, 16, 8)
-    with pytest.raises(ValueError, match="unknown fusion layer"):
-        build_fusion_layer(dict(type="NoSuchFusion"))
-    with pytest.raises(NotImplementedError):
+    # In every environment: a ValueError that names the known types.
+    with pytest.raises(ValueError, match=r"unknown fusion layer 'NoSuchFusion'.*SumPointFusion"):
+        build_fusion_layer(dict(type="NoSuchFusion", **_small()))
+    with pytest.raises(NotImplementedError, match="PointFusion"):
         GeminiPointFusion(8, 8, 8, 8, norm_cfg=dict(type="BN"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mmdet3d") is not None, reason="mmdet3d installed")
+def test_point_fusion_is_mmdet3d_s_name():
+    """'PointFusion' never builds a stand-in: without MMDetection3D it is an error saying so."""
+    with pytest.raises(ValueError, match="install mmdet3d, or use 'SumPointFusion'"):
+        build_fusion_layer(dict(type="PointFusion", **_small()))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mmengine") is not None, reason="mmengine installed")
+def test_init_cfg_without_mmengine_is_refused():
+    with pytest.raises(ValueError, match="init_cfg.*needs MMEngine"):
+        SumPointFusion(**_small(), init_cfg=dict(type="Xavier", layer="Linear"))
+    assert SumPointFusion(**_small(), init_cfg=None).init_cfg is None
 
 
 def _small() -> dict:

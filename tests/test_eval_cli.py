@@ -225,7 +225,7 @@ def test_predict_on_folders_and_split_lists(run, tmp_path, capsys):
 LAUNCHER = """\
 import sys
 import geminifusion.cli as cli
-cli.COMMAND_MODULES = ("geminifusion.commands.evaluate",)
+cli.COMMAND_MODULES = ("geminifusion.commands.eval",)
 sys.exit(cli.main())
 """
 

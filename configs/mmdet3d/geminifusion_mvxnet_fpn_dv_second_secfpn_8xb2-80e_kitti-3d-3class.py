@@ -8,6 +8,12 @@
 #
 #   python tools/train.py /path/to/this/config.py      # from an MMDetection3D checkout
 #
+# load_from is the base config's stock MVX-Net checkpoint. Its DynamicVFE keys load as they are
+# except the PointFusion ones (pts_voxel_encoder.fusion_layer.*), which GeminiDynamicVFE renames
+# on load to its last fusion slot (fusion_layer.1.*); the GeminiFusion layers and the first
+# fusion slot keep their initialisation, and MMEngine lists them as missing keys.
+# geminifusion.detection3d.load_mvxnet_weights does the same load and returns that list.
+#
 # The GeminiFusion paper reports Car 3D AP (R11, IoU 0.7, KITTI val, easy/moderate/hard)
 # 88.49 / 77.36 / 74.61 for this model against 87.49 / 77.04 / 74.54 for MVX-Net; this package
 # has not reproduced that training.
@@ -31,6 +37,10 @@ model = dict(
         voxel_size=voxel_size,
         point_cloud_range=point_cloud_range,
         fuse_every_layer=True,
+        # Probability that a training sample loses its image (its points then fuse zero image
+        # features), for a detector that keeps working when the camera fails. Off, as in the
+        # paper; without images the detector runs either way.
+        camera_dropout=0.0,
         fusion_layer=dict(
             type="GeminiPointFusion",
             img_channels=256,

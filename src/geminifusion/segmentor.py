@@ -101,7 +101,7 @@ class Segmentor(nn.Module):
             raise ValueError(
                 f"input {names[0]!r} is on {first.device} but the model is on {weight.device}"
             )
-        if first.dtype != weight.dtype and not _autocast_on(first.device.type):
+        if first.dtype != weight.dtype:
             raise ValueError(
                 f"input {names[0]!r} is {first.dtype} but the model's weights are {weight.dtype}: "
                 f"convert the inputs (x.to({weight.dtype})) or the model (model.to(...))"
@@ -133,13 +133,6 @@ class Segmentor(nn.Module):
             weights = F.softmax(self.alpha, dim=0).to(logits.dtype).view(s, 1, 1, 1, 1)
             outputs.append((weights * logits.detach()).sum(0))
         return outputs
-
-
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except RuntimeError:  # a device type autocast does not know (meta)
-        return False
 
 
 def architecture_defaults(arch: str | object) -> dict:

@@ -68,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
     from geminifusion.cli import CLIError
     from geminifusion.configs import apply_overrides, load_config
     from geminifusion.engine import distributed as D
-    from geminifusion.engine.evaluate import (
+    from geminifusion.engine.metrics import to_json_ready
+    from geminifusion.engine.report import (
         evaluate_checkpoint,
         open_results_folder,
         result_names,
         result_stem,
     )
-    from geminifusion.engine.metrics import to_json_ready
 
     source = Path(args.config)
     run_dir = source if source.is_dir() else None

@@ -5,7 +5,12 @@ registry when MMDetection3D is installed (see :mod:`.registry`), and import noth
 otherwise. A synthetic CPU demonstration lives in :mod:`.demo` (``geminifusion demo3d``).
 """
 
-from geminifusion.detection3d.checkpoint import convert_reference_state_dict
+from geminifusion.detection3d.checkpoint import (
+    WeightsReport,
+    convert_mvxnet_state_dict,
+    convert_reference_state_dict,
+    load_mvxnet_weights,
+)
 from geminifusion.detection3d.point_fusion import (
     FUSION_LAYERS,
     GeminiPointFusion,
@@ -34,12 +39,15 @@ __all__ = [
     "PointImageFusion",
     "SumPointFusion",
     "VoxelAssignment",
+    "WeightsReport",
     "assign_voxels",
     "build_fusion_layer",
+    "convert_mvxnet_state_dict",
     "convert_reference_state_dict",
     "dynamic_scatter",
     "dynamic_voxelize",
     "gather_from_voxels",
+    "load_mvxnet_weights",
     "point_pixels",
     "register_mmdet3d_modules",
     "sample_features",

@@ -10,6 +10,13 @@ sum fusion after the last VFE layer, with the sum after every layer (the ablatio
 a detector's augmentations (rotation, scaling and a BEV flip of the points, a flip of the
 image), recorded in ``img_metas`` as MMDetection3D does, so the fusion has to undo them to find
 the right pixels.
+
+Every model is scored twice: with its camera, and with the camera failed (no image: the fusion
+layers read zero image features). The fusion models are trained a second time with camera
+dropout (each training sample loses its image with probability ``camera_dropout``), to show
+what that buys when the camera fails and costs when it works. Scores are per-point IoU and a
+per-class average precision of the per-point class scores (point-classification AP, not
+detection AP).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from geminifusion.detection3d.scatter import dynamic_voxelize, gather_from_voxel
 from geminifusion.detection3d.voxel_encoder import GeminiDynamicVFE
 
 CLASSES = ("background", "red car", "blue car", "pedestrian")
+BLIND = "no camera "  # prefix of the metrics scored with the camera failed
+DROPOUT = "+dropout"  # suffix of the runs trained with camera dropout
 METHODS = {
     "lidar": "LiDAR only",
     "sum": "sum fusion, last layer (MVX-Net)",
@@ -61,6 +70,7 @@ class DemoConfig:
     objects: tuple[int, int] = (3, 7)  # per scene, inclusive range
     ground_points: int = 700
     object_density: float = 2500.0  # sampled surface points per m^2 at 1 m (falls with range^2)
+    camera_dropout: float = 0.5  # of the extra fusion runs trained for camera failure; 0: none
 
 
 PRESETS = {
@@ -368,7 +378,7 @@ class TinyImageFPN(nn.Module):
 class PointSegmenter(nn.Module):
     """Voxel encoder (optionally fusing the image) and a per-point classification head."""
 
-    def __init__(self, method: str, cfg: DemoConfig) -> None:
+    def __init__(self, method: str, cfg: DemoConfig, camera_dropout: float = 0.0) -> None:
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -394,11 +404,13 @@ class PointSegmenter(nn.Module):
             point_cloud_range=POINT_CLOUD_RANGE,
             fusion_layer=fusion_layer,
             fuse_every_layer=method != "sum",
+            camera_dropout=camera_dropout,
         )
         self.head = nn.Sequential(nn.Linear(2 * c, c), nn.ReLU(), nn.Linear(c, len(CLASSES)))
 
-    def forward(self, batch: Batch) -> Tensor:
-        img_feats = None if self.image_net is None else self.image_net(batch.images)
+    def forward(self, batch: Batch, camera: bool = True) -> Tensor:
+        """Per-point class logits; ``camera=False``: the camera failed (no image at all)."""
+        img_feats = None if self.image_net is None or not camera else self.image_net(batch.images)
         point_feats, voxel_feats, voxels = self.encoder.forward_points(
             batch.features, batch.coors, batch.points, img_feats, batch.metas
         )
@@ -423,33 +435,67 @@ def _recalibrate_batchnorm(model: nn.Module, batches: Sequence[Batch]) -> None:
         m.momentum = momentum
 
 
+def average_precision(scores: Tensor, positive: Tensor) -> float:
+    """Area under the precision-recall curve of ranking by ``scores`` (no interpolation).
+
+    The mean, over the positives, of the precision among the points ranked at or above each
+    positive (scikit-learn's ``average_precision_score`` without ties); ``nan`` without one.
+    """
+    hits = positive[torch.argsort(scores, descending=True, stable=True)].double()
+    if not hits.any():
+        return math.nan
+    precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1, dtype=torch.float64)
+    return float((precision * hits).sum() / hits.sum())
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, scenes: Sequence[Scene], cfg: DemoConfig) -> dict[str, float]:
-    """Per-class IoU, mIoU and overall accuracy (aAcc) over all points, in percent."""
+def evaluate(
+    model: nn.Module, scenes: Sequence[Scene], cfg: DemoConfig, camera: bool = True
+) -> dict[str, float]:
+    """Per-point scores over all points, in percent.
+
+    Per-class IoU, ``mIoU``, overall accuracy ``aAcc``; per-class point-classification average
+    precision (``AP <class>``, of the softmax score of that class over all points) and ``mAP``,
+    its mean over the object classes (background left out, as detection mAP leaves it out).
+    """
     model.eval()
     k = len(CLASSES)
     confusion = torch.zeros(k, k, dtype=torch.long)
+    probs, labels = [], []
     for i in range(0, len(scenes), cfg.batch_size):
         batch = collate(scenes[i : i + cfg.batch_size], cfg, None)
-        pred = model(batch).argmax(dim=1)
+        logits = model(batch, camera=camera)
+        pred = logits.argmax(dim=1)
         confusion += torch.bincount(batch.labels * k + pred, minlength=k * k).view(k, k)
+        probs.append(logits.softmax(dim=1))
+        labels.append(batch.labels)
     tp = confusion.diag().double()
     union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
     iou = tp / union.clamp(min=1)
     metrics = {name: 100 * float(iou[c]) for c, name in enumerate(CLASSES)}
     metrics["mIoU"] = 100 * float(iou.mean())
     metrics["aAcc"] = 100 * float(tp.sum() / confusion.sum())
+    prob, label = torch.cat(probs), torch.cat(labels)
+    ap = [100 * average_precision(prob[:, c], label == c) for c in range(k)]
+    metrics.update({f"AP {name}": value for name, value in zip(CLASSES, ap, strict=True)})
+    metrics["mAP"] = statistics.fmean(ap[1:])
     return metrics
 
 
 def train_one(
-    method: str, seed: int, train: Sequence[Scene], val: Sequence[Scene], cfg: DemoConfig
+    method: str,
+    seed: int,
+    train: Sequence[Scene],
+    val: Sequence[Scene],
+    cfg: DemoConfig,
+    camera_dropout: float = 0.0,
 ) -> dict[str, float]:
-    """Train one model from scratch and return its validation metrics and size."""
-    start = time.perf_counter()
+    """Train one model from scratch; its validation metrics with the camera, the same metrics
+    without it (prefixed ``no camera``), its size and its time."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 1000)
-    model = PointSegmenter(method, cfg)
+    model = PointSegmenter(method, cfg, camera_dropout)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -477,8 +523,11 @@ def train_one(
     ]
     _recalibrate_batchnorm(model, calibration)
     metrics = evaluate(model, val, cfg)
+    blind = evaluate(model, val, cfg, camera=False)
+    metrics.update({f"{BLIND}{name}": value for name, value in blind.items()})
     metrics["params"] = float(sum(p.numel() for p in model.parameters()))
     metrics["seconds"] = time.perf_counter() - start
+    metrics["cpu_seconds"] = time.process_time() - start_cpu  # unlike wall time, load-proof
     return metrics
 
 
@@ -492,45 +541,93 @@ class DemoResult:
         return {"config": asdict(self.config), "runs": self.runs, "seconds": self.seconds}
 
 
+def variants(cfg: DemoConfig) -> list[tuple[str, str, float]]:
+    """``(run name, method, camera dropout)`` of every run: each method as is, then each fusion
+    method again with camera dropout (run name ``<method>+dropout``) unless it is 0."""
+    runs = [(method, method, 0.0) for method in cfg.methods]
+    if cfg.camera_dropout > 0:
+        runs += [(f"{m}{DROPOUT}", m, cfg.camera_dropout) for m in cfg.methods if m != "lidar"]
+    return runs
+
+
 def run_demo(cfg: DemoConfig = PRESETS["full"]) -> DemoResult:
-    """Train every method on every seed's data; seeds vary both the scenes and the init."""
+    """Train every variant on every seed's data; seeds vary both the scenes and the init."""
     result = DemoResult(cfg)
     start = time.perf_counter()
     for seed in cfg.seeds:
         train = make_scenes(cfg.train_scenes, 2 * seed, cfg)
         val = make_scenes(cfg.val_scenes, 2 * seed + 1, cfg)
-        for method in cfg.methods:
-            result.runs.setdefault(method, []).append(train_one(method, seed, train, val, cfg))
+        for name, method, dropout in variants(cfg):
+            metrics = train_one(method, seed, train, val, cfg, dropout)
+            result.runs.setdefault(name, []).append(metrics)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def format_table(result: DemoResult) -> str:
-    """mmseg-style table, mean ± std over seeds, labelled synthetic."""
-    cfg = result.config
-    columns = [*CLASSES, "mIoU", "aAcc"]
-    head = ["Model", "Params", *columns, "Time"]
-    rows = []
-    for method, runs in result.runs.items():
-        cells = [METHODS[method], f"{runs[0]['params'] / 1e3:.1f}K"]
-        for col in columns:
-            values = [r[col] for r in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
-        cells.append(f"{statistics.mean(r['seconds'] for r in runs):.0f} s")
-        rows.append(cells)
+def _mean_std(values: Sequence[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {spread:.1f}"
+
+
+def _run_label(name: str, cfg: DemoConfig) -> str:
+    method = name.removesuffix(DROPOUT)
+    return METHODS[method] + (f", camera dropout {cfg.camera_dropout:g}" if method != name else "")
+
+
+def _markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
 
     def line(cells):
         return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
-    title = (
-        f"SYNTHETIC LiDAR + camera point classification (not KITTI, not detection AP): "
-        f"per-point IoU (%), {len(cfg.seeds)} seed(s) {list(cfg.seeds)}, mean ± std; "
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return [line(head), rule, *map(line, rows)]
+
+
+def _scope(cfg: DemoConfig) -> str:
+    return (
+        f"{len(cfg.seeds)} seed(s) {list(cfg.seeds)}, mean ± std; "
         f"{cfg.train_scenes} train / {cfg.val_scenes} val scenes, {cfg.epochs} epochs"
     )
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([title, line(head), rule, *map(line, rows)])
+
+
+def format_table(result: DemoResult) -> str:
+    """mmseg-style per-class table (camera working), mean ± std over seeds, labelled synthetic."""
+    cfg = result.config
+    columns = [*CLASSES, "mIoU", "aAcc"]
+    rows = []
+    for name, runs in result.runs.items():
+        cells = [_run_label(name, cfg), f"{runs[0]['params'] / 1e3:.1f}K"]
+        cells += [_mean_std([r[col] for r in runs]) for col in columns]
+        cells.append(f"{statistics.mean(r['cpu_seconds'] for r in runs):.0f} s")
+        rows.append(cells)
+    title = (
+        "SYNTHETIC LiDAR + camera point classification (not KITTI, not detection AP): "
+        f"per-point IoU (%), camera working, {_scope(cfg)}"
+    )
+    head = ["Model", "Params", *columns, "CPU time"]
+    return "\n".join([title, *_markdown(head, rows)])
+
+
+def format_camera_table(result: DemoResult) -> str:
+    """Camera working against camera failed, per model and training: mIoU and point mAP."""
+    cfg = result.config
+    head = ["Model", "mIoU camera", "mIoU no camera", "point mAP camera", "point mAP no camera"]
+    rows = [
+        [_run_label(name, cfg)]
+        + [
+            _mean_std([r[prefix + metric] for r in runs])
+            for metric in ("mIoU", "mAP")
+            for prefix in ("", BLIND)
+        ]
+        for name, runs in result.runs.items()
+    ]
+    title = (
+        "SYNTHETIC camera failure (not KITTI): per-point mIoU (%) and point-classification mAP "
+        "(%, average precision of the per-point class scores, mean over red car, blue car and "
+        f"pedestrian; not detection AP), camera working vs no image, {_scope(cfg)}"
+    )
+    return "\n".join([title, *_markdown(head, rows)])
 
 
 def preset(name: str, **overrides: object) -> DemoConfig:

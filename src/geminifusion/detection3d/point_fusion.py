@@ -10,6 +10,10 @@ Both layers take ``(img_feats, pts, pts_feats, img_metas)`` and return one featu
    ``ReLU(a + b)``; :class:`GeminiPointFusion` runs the GeminiFusion layer on the pair
    ``(a, b)`` of every point, then returns ``ReLU(softmax(alpha)_0 a' + softmax(alpha)_1 b')``.
 
+Without a camera (``img_feats=None``, or a sample whose meta has ``img_absent=True``) the points
+of that sample read zero image features, as a point outside the image does under zero padding,
+so ``a = BN(Linear(0))`` and the output keeps its channels.
+
 Parameter names follow the reference (``lateral_convs.{i}.conv``, ``img_transform.{0,1}``,
 ``pts_transform.{0,1}``, ``alpha``), so a reference checkpoint maps by the few rules of
 :func:`geminifusion.detection3d.checkpoint.convert_reference_state_dict`.
@@ -17,7 +21,6 @@ Parameter names follow the reference (``lateral_convs.{i}.conv``, ``img_transfor
 
 from __future__ import annotations
 
-import importlib.util
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geminifusion.detection3d.mm import apply_init_cfg, has_mmengine, mmdet3d_models
 from geminifusion.detection3d.projection import (
     inside_image,
     padded_shape,
@@ -33,6 +37,15 @@ from geminifusion.detection3d.projection import (
     sample_features,
 )
 from geminifusion.fusion import GeminiFusion
+
+ABSENT_KEY = "img_absent"  # img_meta flag: this sample's camera failed (its image is a blank)
+
+
+def images_present(img_metas: Sequence[Mapping] | None, count: int) -> list[bool]:
+    """Whether each of ``count`` samples has its image (not flagged :data:`ABSENT_KEY`)."""
+    if img_metas is None:
+        return [True] * count
+    return [not meta.get(ABSENT_KEY, False) for meta in img_metas]
 
 
 def _batch_norm(channels: int) -> nn.BatchNorm1d:
@@ -62,9 +75,12 @@ class PointImageFusion(nn.Module):
         out_channels: channels of the output point features.
         img_levels: which entries of ``img_feats`` are used (an int means that one level).
         coord_type: ``"LIDAR"``, ``"DEPTH"`` or ``"CAMERA"``: which matrix and flip axes apply.
-        conv_cfg, norm_cfg: MMCV lateral conv options; only ``None`` (plain conv) is supported.
+        conv_cfg, norm_cfg: MMCV lateral conv options; only ``None`` (plain conv) is supported
+            (MMDetection3D's ``PointFusion`` takes them).
         act_cfg: ``None`` (the reference) or ``dict(type="ReLU")`` after each lateral conv.
-        init_cfg: accepted for config compatibility and ignored (PyTorch's default init).
+        init_cfg: MMEngine's ``init_cfg``, applied by :meth:`init_weights` (which MMEngine's
+            runner calls through the detector) with MMEngine's ``initialize``; needs MMEngine.
+            ``None`` keeps PyTorch's default initialisation.
         activate_out: ReLU on the output.
         fuse_out: an extra ``Linear -> BN -> ReLU`` on the output.
         dropout_ratio: dropout of the image feature during training.
@@ -100,7 +116,16 @@ class PointImageFusion(nn.Module):
     ) -> None:
         super().__init__()
         if conv_cfg is not None or norm_cfg is not None:
-            raise NotImplementedError("lateral convs with conv_cfg/norm_cfg are not supported")
+            raise NotImplementedError(
+                "lateral convs with conv_cfg/norm_cfg are not supported here; MMDetection3D's "
+                "PointFusion takes them (type='PointFusion' with mmdet3d installed)"
+            )
+        if init_cfg is not None and not has_mmengine():
+            raise ValueError(
+                f"init_cfg={init_cfg!r} needs MMEngine, which interprets it; install mmengine "
+                "or leave init_cfg=None (PyTorch's default initialisation)"
+            )
+        self.init_cfg = init_cfg
         levels = [img_levels] if isinstance(img_levels, int) else list(img_levels)
         channels = (
             [img_channels] * len(levels) if isinstance(img_channels, int) else list(img_channels)
@@ -128,6 +153,7 @@ class PointImageFusion(nn.Module):
             sampled = mid_channels * len(channels)
         else:
             sampled = sum(channels)
+        self.sampled_channels = sampled
         self.img_transform = nn.Sequential(
             nn.Linear(sampled, out_channels), _batch_norm(out_channels)
         )
@@ -140,18 +166,38 @@ class PointImageFusion(nn.Module):
                 nn.Linear(mid_channels, out_channels), _batch_norm(out_channels), nn.ReLU()
             )
 
+    def init_weights(self) -> None:
+        """Apply ``init_cfg`` (MMEngine's ``BaseModule.init_weights`` contract)."""
+        if self.init_cfg is not None:
+            apply_init_cfg(self, self.init_cfg)
+
     def sample_image(
-        self, img_feats: Sequence[Tensor], pts: Sequence[Tensor], img_metas: Sequence[Mapping]
+        self,
+        img_feats: Sequence[Tensor],
+        pts: Sequence[Tensor],
+        img_metas: Sequence[Mapping],
+        img_present: Sequence[bool] | None = None,
     ) -> Tensor:
-        """Image features of every point of the batch, ``(sum N_i, channels x levels)``."""
+        """Image features of every point of the batch, ``(sum N_i, channels x levels)``.
+
+        Points of a sample without its image (``img_present[i]`` false; by default read from
+        the metas, see :func:`images_present`) get zeros.
+        """
         if len(pts) != len(img_metas):
             raise ValueError(f"{len(pts)} point clouds but {len(img_metas)} img_metas")
+        if img_present is None:
+            img_present = images_present(img_metas, len(pts))
+        if not any(img_present):
+            return img_feats[0].new_zeros((sum(len(p) for p in pts), self.sampled_channels))
         maps = [img_feats[level] for level in self.img_levels]
         if self.lateral_convs is not None:
             maps = [conv(fmap) for conv, fmap in zip(self.lateral_convs, maps, strict=True)]
         mode = "bilinear" if self.aligned else "nearest"
         per_sample = []
         for i, (points, meta) in enumerate(zip(pts, img_metas, strict=True)):
+            if not img_present[i]:
+                per_sample.append(maps[0].new_zeros((len(points), self.sampled_channels)))
+                continue
             pixels, depth = point_pixels(points, meta, self.coord_type)
             feats = sample_features(
                 [fmap[i] for fmap in maps],
@@ -168,13 +214,20 @@ class PointImageFusion(nn.Module):
 
     def pre_fuse(
         self,
-        img_feats: Sequence[Tensor],
-        pts: Sequence[Tensor],
+        img_feats: Sequence[Tensor] | None,
+        pts: Sequence[Tensor] | None,
         pts_feats: Tensor,
-        img_metas: Sequence[Mapping],
+        img_metas: Sequence[Mapping] | None,
+        img_present: Sequence[bool] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The image feature ``a`` and the point feature ``b`` of every point, ``(N, C)`` each."""
-        img_pre_fuse = self.img_transform(self.sample_image(img_feats, pts, img_metas))
+        if img_feats is None:  # no camera at all: every point reads zeros
+            sampled = pts_feats.new_zeros((pts_feats.shape[0], self.sampled_channels))
+        else:
+            if pts is None or img_metas is None:
+                raise ValueError("fusing image features needs points and img_metas")
+            sampled = self.sample_image(img_feats, pts, img_metas, img_present)
+        img_pre_fuse = self.img_transform(sampled)
         if self.training and self.dropout_ratio > 0:
             img_pre_fuse = F.dropout(img_pre_fuse, self.dropout_ratio)
         return img_pre_fuse, self.pts_transform(pts_feats)
@@ -184,23 +237,27 @@ class PointImageFusion(nn.Module):
 
     def forward(
         self,
-        img_feats: Sequence[Tensor],
-        pts: Sequence[Tensor],
+        img_feats: Sequence[Tensor] | None,
+        pts: Sequence[Tensor] | None,
         pts_feats: Tensor,
-        img_metas: Sequence[Mapping],
+        img_metas: Sequence[Mapping] | None,
+        img_present: Sequence[bool] | None = None,
     ) -> Tensor:
         """Fused per-point features.
 
         Args:
-            img_feats: image feature maps ``(B, C_l, H_l, W_l)``, indexed by ``img_levels``.
+            img_feats: image feature maps ``(B, C_l, H_l, W_l)``, indexed by ``img_levels``;
+                ``None`` when there is no camera (every point reads zero image features).
             pts: the ``B`` point clouds ``(N_i, >=3)``, augmented, in the order of ``pts_feats``.
             pts_feats: ``(sum N_i, pts_channels)`` features of the concatenated points.
-            img_metas: the ``B`` per-sample meta dicts (keys in :mod:`.projection`).
+            img_metas: the ``B`` per-sample meta dicts (keys in :mod:`.projection`, and
+                :data:`ABSENT_KEY`).
+            img_present: per sample, whether its image is used (default: from ``img_metas``).
 
         Returns:
             ``(sum N_i, out_channels)``.
         """
-        out = self.combine(*self.pre_fuse(img_feats, pts, pts_feats, img_metas))
+        out = self.combine(*self.pre_fuse(img_feats, pts, pts_feats, img_metas, img_present))
         if self.activate_out:
             out = F.relu(out)
         if self.fuse_conv is not None:
@@ -244,14 +301,15 @@ FUSION_LAYERS: dict[str, type[PointImageFusion]] = {
     "GeminiPointFusion": GeminiPointFusion,
     "Gemini_PointFusion": GeminiPointFusion,  # the reference's name
     "SumPointFusion": SumPointFusion,
-    "PointFusion": SumPointFusion,  # MVX-Net's name: the same sum, plain PyTorch
 }
 
 
 def build_fusion_layer(cfg: Mapping[str, Any] | nn.Module) -> nn.Module:
     """A fusion layer from a config dict whose ``type`` names one of :data:`FUSION_LAYERS`.
 
-    Other names are built by MMDetection3D's registry when it is installed.
+    Other names (MMDetection3D's ``PointFusion``, a user's registered layer) are built by
+    MMDetection3D's registry when it is installed: ``PointFusion`` is always MMDetection3D's
+    class, never a stand-in. An unknown name is a ``ValueError`` naming the known ones.
     """
     if isinstance(cfg, nn.Module):
         return cfg
@@ -259,8 +317,13 @@ def build_fusion_layer(cfg: Mapping[str, Any] | nn.Module) -> nn.Module:
     name = kwargs.pop("type", "GeminiPointFusion")
     if name in FUSION_LAYERS:
         return FUSION_LAYERS[name](**kwargs)
-    if importlib.util.find_spec("mmdet3d") is not None:  # e.g. a user's registered layer
-        from mmdet3d.registry import MODELS
-
-        return MODELS.build(dict(cfg))
-    raise ValueError(f"unknown fusion layer {name!r}; known: {sorted(FUSION_LAYERS)}")
+    registry = mmdet3d_models()
+    if registry is not None and registry.get(name) is not None:
+        return registry.build(dict(kwargs, type=name))
+    where = (
+        "or a name in mmdet3d.registry.MODELS, such as 'PointFusion'"
+        if registry is not None
+        else "('PointFusion' is MMDetection3D's layer: install mmdet3d, or use 'SumPointFusion', "
+        "the same sum in plain PyTorch)"
+    )
+    raise ValueError(f"unknown fusion layer {name!r}; known: {sorted(FUSION_LAYERS)} {where}")

@@ -7,6 +7,12 @@ MVX-Net fuses image features after the last layer only; the GeminiFusion referen
 every layer (``fuse_every_layer=True``, the default here): intermediate fusions keep the layer's
 width, the last one takes the ``fusion_layer`` config as given.
 
+Without images (``img_feats=None``: LiDAR-only data, a failed camera) the fusion layers still
+run, on zero image features (see :mod:`.point_fusion`), so the encoder's output channels never
+depend on the camera; ``camera_dropout`` trains for that by dropping each sample's image with a
+given probability. (MMDetection3D's ``DynamicVFE`` skips its fusion instead, and its output then
+loses the fusion's channels.)
+
 The voxel grouping is computed once per batch with :func:`.scatter.assign_voxels` and reused by
 all reductions (MMCV recomputes it in each CUDA ``DynamicScatter``).
 """
@@ -19,7 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from geminifusion.detection3d.point_fusion import build_fusion_layer
+from geminifusion.detection3d.checkpoint import stock_fusion_key
+from geminifusion.detection3d.point_fusion import (
+    PointImageFusion,
+    build_fusion_layer,
+    images_present,
+)
 from geminifusion.detection3d.scatter import (
     VoxelAssignment,
     assign_voxels,
@@ -51,10 +62,21 @@ class GeminiDynamicVFE(nn.Module):
         norm_cfg: ``dict(type="BN1d", eps=..., momentum=...)``.
         mode: per-voxel reduction between layers and at the output, ``"max"`` or ``"avg"``.
         fusion_layer: config of the fusion (``type`` one of
-            :data:`~geminifusion.detection3d.point_fusion.FUSION_LAYERS`), or ``None``.
+            :data:`~geminifusion.detection3d.point_fusion.FUSION_LAYERS`, or a name in
+            MMDetection3D's registry), or ``None``. It describes the fusion after the last
+            layer: its ``pts_channels``, when given, must be ``feat_channels[-1]``. Earlier
+            fusions (``fuse_every_layer``) take the same config at their layer's width
+            (``pts_channels = mid_channels = out_channels =`` that width).
         return_point_feats: return the last layer's point features instead of voxel features.
         fuse_every_layer: fuse after every layer (the GeminiFusion reference) or after the last
             one only (MVX-Net).
+        camera_dropout: in training, the probability that a sample's image is dropped (its
+            points read zero image features in every fusion), so the detector learns to work
+            with a failed camera. ``0`` (the default, as the reference) never drops.
+
+    A stock MVX-Net state dict (``fusion_layer.<name>`` keys) loads too: its fusion keys are
+    renamed to the last slot, ``fusion_layer.<last>.<name>``, on the way in (see
+    :func:`~geminifusion.detection3d.checkpoint.load_mvxnet_weights`).
     """
 
     def __init__(
@@ -71,12 +93,24 @@ class GeminiDynamicVFE(nn.Module):
         fusion_layer: Mapping[str, Any] | None = None,
         return_point_feats: bool = False,
         fuse_every_layer: bool = True,
+        camera_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in ("max", "avg"):
             raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
         if not feat_channels:
             raise ValueError("feat_channels must name at least one layer")
+        if not 0 <= camera_dropout <= 1:
+            raise ValueError(f"camera_dropout is a probability, got {camera_dropout}")
+        if camera_dropout and fusion_layer is None:
+            raise ValueError("camera_dropout needs a fusion_layer")
+        given = None if fusion_layer is None else fusion_layer.get("pts_channels")
+        if given is not None and given != feat_channels[-1]:
+            raise ValueError(
+                f"fusion_layer.pts_channels={given} contradicts the {feat_channels[-1]} "
+                f"channels the last VFE layer gives it (feat_channels={list(feat_channels)})"
+            )
+        self.camera_dropout = float(camera_dropout)
         self.raw_channels = in_channels
         in_channels += 3 * with_cluster_center + 3 * with_voxel_center + with_distance
         self.in_channels = in_channels
@@ -111,8 +145,49 @@ class GeminiDynamicVFE(nn.Module):
             if not last:  # intermediate fusions keep the layer's width
                 cfg["mid_channels"] = cfg["out_channels"] = width
             self.fusion_layer.append(build_fusion_layer(cfg))
+        foreign = [
+            type(m).__name__
+            for m in self.fusion_layer
+            if not isinstance(m, (nn.Identity, PointImageFusion))
+        ]
+        if camera_dropout and foreign:
+            raise ValueError(f"camera_dropout needs this package's fusion layers, not {foreign}")
         if fusion_layer is not None:
             self.out_channels = int(fusion_layer.get("out_channels", self.out_channels))
+        self._register_load_state_dict_pre_hook(self._rename_stock_fusion, with_module=True)
+
+    @staticmethod
+    def _rename_stock_fusion(module: GeminiDynamicVFE, state_dict, prefix, *args) -> None:
+        # A stock DynamicVFE's single fusion is the last slot here (same shapes).
+        last = len(module.fusion_layer) - 1
+        if isinstance(module.fusion_layer[last], nn.Identity):
+            return
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            renamed = stock_fusion_key(key, prefix, last)
+            if renamed is not None and renamed not in state_dict:
+                state_dict[renamed] = state_dict.pop(key)
+
+    def init_weights(self) -> None:
+        """Initialise the fusion layers from their ``init_cfg`` (MMEngine calls this)."""
+        for fusion in self.fusion_layer:
+            if hasattr(fusion, "init_weights"):
+                fusion.init_weights()
+
+    def images_used(
+        self, img_feats: Sequence[Tensor] | None, img_metas: Sequence[Mapping] | None, count: int
+    ) -> list[bool] | None:
+        """Per sample, whether the fusions read its image; ``None`` when there are no images.
+
+        A sample's image is unused when its meta marks it absent or, in training, when camera
+        dropout drops it (drawn once per forward, shared by every fusion layer).
+        """
+        if img_feats is None:
+            return None
+        present = images_present(img_metas, count)
+        if self.training and self.camera_dropout > 0:
+            kept = (torch.rand(count) >= self.camera_dropout).tolist()  # torch's global RNG
+            present = [p and k for p, k in zip(present, kept, strict=True)]
+        return present
 
     def decorate(self, features: Tensor, coors: Tensor, voxels: VoxelAssignment) -> Tensor:
         """Raw point features plus the requested offsets and distance, ``(N, in_channels)``."""
@@ -142,12 +217,21 @@ class GeminiDynamicVFE(nn.Module):
         if features.shape[1] != self.raw_channels:
             raise ValueError(f"expected {self.raw_channels} point channels, got {features.shape}")
         voxels = assign_voxels(coors)
+        fuses = any(not isinstance(fusion, nn.Identity) for fusion in self.fusion_layer)
+        if fuses and img_feats is not None and (points is None or img_metas is None):
+            raise ValueError("fusing image features needs points and img_metas")
+        present = self.images_used(img_feats, img_metas, 0 if points is None else len(points))
         x = self.decorate(features, coors, voxels)
         for i, (layer, fusion) in enumerate(zip(self.vfe_layers, self.fusion_layer, strict=True)):
             point_feats = layer(x)
-            if not isinstance(fusion, nn.Identity) and img_feats is not None:
-                if points is None or img_metas is None:
-                    raise ValueError("fusing image features needs points and img_metas")
+            if isinstance(fusion, PointImageFusion):
+                point_feats = fusion(img_feats, points, point_feats, img_metas, present)
+            elif not isinstance(fusion, nn.Identity):  # e.g. MMDetection3D's PointFusion
+                if present is None or not all(present):
+                    raise ValueError(
+                        f"{type(fusion).__name__} cannot fuse without an image; SumPointFusion "
+                        "(the same sum) and GeminiPointFusion can"
+                    )
                 point_feats = fusion(img_feats, points, point_feats, img_metas)
             voxel_feats = scatter_to_voxels(point_feats, voxels, self.reduce)
             if i < len(self.vfe_layers) - 1:
@@ -171,7 +255,7 @@ class GeminiDynamicVFE(nn.Module):
             coors: ``(N, 4)`` voxel coordinates ``(batch, z, y, x)``; rows with a negative entry
                 are outside the grid.
             points: the per-sample point clouds whose concatenation is ``features``.
-            img_feats: image feature maps ``(B, C, H, W)``; without them nothing is fused.
+            img_feats: image feature maps ``(B, C, H, W)``; ``None`` fuses zero image features.
             img_metas: per-sample meta dicts (keys in :mod:`.projection`).
 
         Returns:

@@ -94,6 +94,11 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def world_size() -> int:
+    """Processes in the run (1 without torch.distributed)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
 def barrier() -> None:
     if is_initialized():
         dist.barrier()

@@ -23,7 +23,7 @@ from geminifusion._version import __version__
 from geminifusion.backbones import CONFIG_TYPES
 from geminifusion.files import OutputFolder
 from geminifusion.segmentor import Segmentor, build_segmentor, check_backbone_config
-from geminifusion.weights.io import read_safetensors
+from geminifusion.weights.io import read_json, read_safetensors
 from geminifusion.weights.strict import load_strict
 
 CONFIG_NAME = "config.json"
@@ -207,18 +207,7 @@ def read_folder_config(directory: str | os.PathLike) -> dict:
             else " (not a geminifusion model folder)"
         )
         raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}{has}")
-    return _json_object(path)
-
-
-def _json_object(path: Path) -> dict:
-    """The JSON object in ``path`` (``ValueError`` naming it when it is none)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
+    return read_json(path)
 
 
 def from_pretrained(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -246,5 +235,5 @@ def parse_arch(text: str) -> str | object:
     if path.suffix == ".json":
         if not path.is_file():
             raise FileNotFoundError(f"--arch: file not found: {path}")
-        return config_from_dict(_json_object(path), str(path))
+        return config_from_dict(read_json(path), str(path))
     return text

@@ -10,7 +10,6 @@ fused model and reports what it did. Nothing here touches the network.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from geminifusion.weights.io import read_checkpoint, read_safetensors
+from geminifusion.weights.io import read_checkpoint, read_json, read_safetensors
 from geminifusion.weights.reference import unwrap_state_dict
 
 FORMAT_NAMES = {
@@ -62,7 +61,7 @@ def read_pretrained(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     else:
         folder, weights = path.parent, path
     if (folder / "config.json").is_file():
-        config = _read_json(folder / "config.json")
+        config = read_json(folder / "config.json")
         if config.get("format") == "geminifusion":
             raise ValueError(
                 f"{path} is a geminifusion model folder, not backbone weights: "
@@ -73,19 +72,9 @@ def read_pretrained(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return _read_weights(weights), config
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not readable JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
-
-
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if path.name.endswith(".index.json"):
-        index = _read_json(path).get("weight_map")
+        index = read_json(path).get("weight_map")
         if not isinstance(index, dict):
             raise ValueError(f"{path}: a shard index needs a 'weight_map' object")
         tensors: dict[str, torch.Tensor] = {}

@@ -7,6 +7,7 @@ paper's training script pickles its best score as. Safetensors files are read wi
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -78,6 +79,18 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({_first_line(err)})") from None
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from a file (``ValueError`` naming the file when it is not one)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
 
 
 def save_checkpoint(obj: object, path: str | os.PathLike, *, command: str | None = None) -> Path:
