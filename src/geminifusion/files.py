@@ -72,6 +72,9 @@ _REASONS = {
 }
 
 
+_VERBS = {"writing": "write", "creating": "create", "removing": "remove", "opening": "open"}
+
+
 class WriteError(OSError):
     """A file could not be written; the message names the path and the reason in one line."""
 
@@ -98,6 +101,12 @@ def write_error(err: OSError, path: str | os.PathLike, action: str = "writing") 
     """``err`` as a :class:`WriteError` that names ``path``."""
     if isinstance(err, WriteError):
         return err
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):  # "... while writing x" reads wrong here
+        verb, _, rest = action.partition(" ")
+        what = f"{_VERBS.get(verb, verb)} {rest + ' ' if rest else ''}{path}"
+        failed = WriteError(f"cannot {what}: {os_reason(err)}")
+        failed.errno = err.errno
+        return failed
     failed = WriteError(f"{os_reason(err)} while {action} {path}")
     failed.errno = err.errno
     return failed

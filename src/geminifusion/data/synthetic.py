@@ -43,7 +43,10 @@ _COLOURS = np.array(
     dtype=np.float32,
 )
 _LEVELS = np.array([0.87, 0.25, 0.45, 0.65, 0.25, 0.45, 0.65], dtype=np.float32)
-_DELIVER_FOLDERS = ("img", "hha", "depth", "event", "lidar", "semantic")
+_DELIVER_FILES = (  # folder, file suffix
+    ("img", "rgb"), ("hha", "depth"), ("depth", "depth"), ("event", "event"), ("lidar", "lidar"),
+    ("semantic", "semantic"),
+)  # fmt: skip
 _CHUNK = 64  # images rendered at once; bounds memory, and keeps sample i independent of num
 
 
@@ -80,21 +83,25 @@ def _prepare(out_dir: str | Path, overwrite: bool, names: Sequence[str]) -> Path
 
 
 def _earlier_set(folder: Path) -> list[str] | None:
-    """The files of a set generated before folders carried a manifest (its ``classes.json`` or
-    ``synthetic_deliver.json`` names the generator)."""
+    """The files a generator wrote before folders carried a manifest: exactly the names it
+    writes for the ``num`` scenes its ``classes.json`` (or ``synthetic_deliver.json``) records."""
     for marker in ("classes.json", "synthetic_deliver.json"):
         try:
             meta = json.loads((folder / marker).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            num = int(meta["generator"]["num"])
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if isinstance(meta, dict) and isinstance(meta.get("generator"), dict):
-            layout = meta["generator"].get("layout")
-            tops = ("rgb", "depth", "masks") if layout == "nyudv2" else _DELIVER_FOLDERS
-            files = [marker, "train.txt", "val.txt"] if layout == "nyudv2" else [marker]
-            found = [n for n in files if (folder / n).is_file()]
-            for top in tops:
-                found += [p.relative_to(folder).as_posix() for p in (folder / top).rglob("*.png")]
-            return found
+        if marker == "classes.json":
+            names = [f"{k}/{i:06d}.png" for i in range(num) for k in ("rgb", "depth", "masks")]
+            names += ["train.txt", "val.txt"]
+        else:
+            names = [
+                p.relative_to(folder).as_posix()
+                for top, suffix in _DELIVER_FILES
+                for i in range(num)
+                for p in folder.glob(f"{top}/*/*/seq00/{i:06d}_{suffix}.png")
+            ]
+        return [n for n in [*names, marker] if (folder / n).is_file()]
     return None
 
 
