@@ -12,6 +12,10 @@ import argparse
 import importlib
 import sys
 
+# Defined with the option helpers, so that ``python -m geminifusion.cli`` (this file run as
+# ``__main__``, next to the imported ``geminifusion.cli`` the commands use) has one CLIError.
+from geminifusion.commands.options import CLIError
+
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "geminifusion.commands.model",
@@ -23,10 +27,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geminifusion.commands.demo",
     "geminifusion.commands.detection3d",
 )
-
-
-class CLIError(Exception):
-    """An error whose message is meant for the user: printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,8 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module, not this ``__main__`` copy: the commands raise the CLIError of
-    # ``geminifusion.cli``, which a second copy of the class would not catch.
-    from geminifusion import cli as _cli
-
-    sys.exit(_cli.main())
+    sys.exit(main())

@@ -16,10 +16,11 @@ folder also holds the manifest of :mod:`geminifusion.files` (``.geminifusion.jso
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from geminifusion.configs import RunConfig, from_dict, read_config_file, save_config
-from geminifusion.files import OutputFolder, check_apart, make_folder
+from geminifusion.files import OutputFolder, adopt_complete_sets, check_apart, make_folder
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -30,6 +31,7 @@ RUN_FILES = (CONFIG_FILE, METRICS_FILE, LOG_FILE, LAST, BEST)
 EVAL_FOLDER = "eval"
 DATA_FOLDER = "data"
 RUN_KIND = "train"  # the manifest kind of a run folder
+EVAL_KIND = "eval"  # the manifest kind of an evaluation results folder
 
 # Keys a resumed run may change: they do not alter what the resumed iterations compute.
 RESUME_MAY_CHANGE = frozenset(
@@ -166,6 +168,20 @@ def prepare_run_folder(
         (run_dir / LOG_FILE).unlink(missing_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
     return resume_path
+
+
+def open_results_folder(
+    out: str | Path, names: Sequence[str], inputs: Sequence = ()
+) -> OutputFolder:
+    """The results folder, checked before any work: not inside the ``inputs`` (the data), new,
+    empty or an earlier evaluation's, with ``names`` free of files geminifusion did not write."""
+    check_apart(out, inputs)
+    earlier = adopt_complete_sets((".json", ".txt"), ("eval_", "robustness_"))
+    folder = OutputFolder.open(
+        out, EVAL_KIND, adopt=earlier, hint="choose a new or empty --out for the results"
+    )
+    folder.claim(*names)
+    return folder
 
 
 def check_data_root(config: RunConfig) -> None:

@@ -69,12 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from geminifusion.configs import apply_overrides, load_config
     from geminifusion.engine import distributed as D
     from geminifusion.engine.metrics import to_json_ready
-    from geminifusion.engine.report import (
-        evaluate_checkpoint,
-        open_results_folder,
-        result_names,
-        result_stem,
-    )
+    from geminifusion.engine.report import evaluate_checkpoint, result_names, result_stem
 
     source = Path(args.config)
     run_dir = source if source.is_dir() else None
@@ -100,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = D.setup_distributed(args.device or config.device)
     try:
         inputs = [config.data_root] if config.data_root else []
-        folder = D.on_main(lambda: open_results_folder(out, names, inputs))  # before any work
+        folder = D.on_main(lambda: runs.open_results_folder(out, names, inputs))  # before work
         reuse = run_dir / runs.DATA_FOLDER if run_dir else None
         root = D.on_main(
             lambda: runs.data_root(config, out / runs.DATA_FOLDER, reuse=reuse, folder=folder)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 
 
+class CLIError(Exception):
+    """An error whose message is meant for the user: printed without a traceback."""
+
+
 def size(text: str) -> tuple[int, int]:
     """``480x640``, ``480,640`` or ``512`` -> ``(H, W)`` (an argparse ``type``)."""
     parts = text.lower().replace(",", "x").split("x")

@@ -142,9 +142,6 @@ def result_stem(split: str, options: dict) -> str:
     return f"eval_{split}" + "".join(tag for tag, on in tags if on)
 
 
-EVAL_KIND = "eval"  # the manifest kind of an evaluation results folder
-
-
 def result_names(split: str, options: dict, drop_mode: str | None = None) -> list[str]:
     """The files ``geminifusion eval`` writes: its results, and the robustness tables when
     sensors are dropped or conditions scored (``drop_mode``)."""
@@ -153,17 +150,3 @@ def result_names(split: str, options: dict, drop_mode: str | None = None) -> lis
     if drop_mode is not None:
         names += [f"robustness_{drop_mode}.json", f"robustness_{drop_mode}.txt"]
     return names
-
-
-def open_results_folder(out: str | Path, names: Sequence[str], inputs: Sequence = ()):
-    """The results folder, checked before any work: not inside the ``inputs`` (the data), new,
-    empty or an earlier evaluation's, with ``names`` free of files geminifusion did not write."""
-    from geminifusion.files import OutputFolder, adopt_complete_sets, check_apart
-
-    check_apart(out, inputs)
-    earlier = adopt_complete_sets((".json", ".txt"), ("eval_", "robustness_"))
-    folder = OutputFolder.open(
-        out, EVAL_KIND, adopt=earlier, hint="choose a new or empty --out for the results"
-    )
-    folder.claim(*names)
-    return folder

@@ -218,7 +218,7 @@ def format_robustness_table(
 
 def save_report(report: Mapping, out_dir: str | Path, stem: str, table: str) -> list[Path]:
     """Write ``<stem>.json`` (full scores, NaN as null) and ``<stem>.txt`` (the table)."""
-    from geminifusion.engine.report import open_results_folder
+    from geminifusion.runs import open_results_folder
 
     paths = [f"{stem}.json", f"{stem}.txt"]
     folder = open_results_folder(out_dir, paths)
