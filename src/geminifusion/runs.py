@@ -156,7 +156,11 @@ def prepare_run_folder(
             )
     if resume is True:
         if LAST not in present:
-            raise FileNotFoundError(f"--resume: nothing to resume, {run_dir / LAST} does not exist")
+            hint = " (the run stopped before its first checkpoint: start over with --overwrite)"
+            raise FileNotFoundError(
+                f"--resume: nothing to resume, {run_dir / LAST} does not exist"
+                + (hint if METRICS_FILE in present else "")
+            )
         resume_path = str(run_dir / LAST)
     names = RUN_FILES
     if config.dataset == "synthetic" and not config.data_root:
