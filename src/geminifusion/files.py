@@ -688,7 +688,7 @@ def claim_file(
                 f"{option} {path} was not written by geminifusion, so it is not replaced even "
                 f"with {replace_flag}; move it away or choose another name"
             )
-    check_writable(path.parent)
+    check_could_write(path.parent)
     return path
 
 

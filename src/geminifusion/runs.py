@@ -132,6 +132,11 @@ def prepare_run_folder(
     resume_path: str | None = None
     if isinstance(resume, str):
         resume_path = resume
+        if Path(resume).is_dir():
+            raise ValueError(
+                f"--resume: {resume} is a folder; give a checkpoint file ({Path(resume) / LAST}), "
+                "or --resume alone to continue the run in --out"
+            )
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
     if config.data_root:

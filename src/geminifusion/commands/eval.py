@@ -79,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     config = apply_overrides(config, args.overrides)
     if args.checkpoint:
         checkpoint = Path(args.checkpoint)
+        if checkpoint.is_dir():
+            raise CLIError(
+                f"--checkpoint: {checkpoint} is a folder; give a checkpoint file (a run folder "
+                "goes in place of CONFIG)"
+            )
         if not checkpoint.is_file():
             raise FileNotFoundError(f"--checkpoint: file not found: {checkpoint}")
         run_dir = run_dir or runs.run_folder_of(checkpoint)

@@ -36,11 +36,15 @@ def run_models(args: argparse.Namespace) -> int:
     import torch
 
     from geminifusion.backbones import VARIANTS
-    from geminifusion.segmentor import build_segmentor
+    from geminifusion.segmentor import MIN_SIDE, build_segmentor
 
     modalities = args.modalities
     names = args.names or sorted(VARIANTS)
     size = args.forward
+    if size is not None and min(size) < MIN_SIDE:
+        raise ValueError(
+            f"--forward: the smallest input is {MIN_SIDE}x{MIN_SIDE}, got {size[0]}x{size[1]}"
+        )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     header = f"{'architecture':<24} {'parameters':>14}"
     print(header + (f" {'forward s':>10}" if size else ""))
