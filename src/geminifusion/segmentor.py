@@ -244,4 +244,5 @@ def _check_number(name: str, value, kind: type, low: float, below: float | None 
     ok = ok and math.isfinite(value)
     if not ok or value < low or (below is not None and value >= below):
         bound = f"in [{low}, {below})" if below is not None else f">= {low}"
-        raise ValueError(f"{name} must be a {kind.__name__} {bound}, got {value!r}")
+        article = "an" if kind is int else "a"
+        raise ValueError(f"{name} must be {article} {kind.__name__} {bound}, got {value!r}")
