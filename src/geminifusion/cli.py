@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geminifusion.commands.train",
     "geminifusion.commands.eval",
     "geminifusion.commands.predict",
+    "geminifusion.commands.export",
+    "geminifusion.commands.benchmark",
     "geminifusion.commands.demo",
     "geminifusion.commands.detection3d",
 )
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from geminifusion.extras import MissingExtraError
     from geminifusion.runtime import configure_from_environment
 
     configure_from_environment()  # reuse freed activation memory (geminifusion.runtime)
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as err:
+    except (CLIError, ValueError, FileNotFoundError, MissingExtraError) as err:
         print(f"geminifusion {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -34,7 +34,7 @@ from geminifusion.weights.strict import load_strict
 from geminifusion.weights.training import check_training_checkpoint, is_training_checkpoint
 
 # What ``ModelSource.kind`` says.
-KINDS = ("run_folder", "training_checkpoint", "model_folder", "reference")
+KINDS = ("run_folder", "training_checkpoint", "model_folder", "reference", "architecture")
 
 
 @dataclass
@@ -169,3 +169,39 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict:
             "spec": checkpoint.get("spec", {}),
         }
     return {"kind": "reference", **load_reference_state(model, checkpoint, str(path))}
+
+
+def load_or_build_model(
+    source: str | os.PathLike,
+    *,
+    arch: str | object | None = None,
+    modalities: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+) -> Segmentor:
+    """:func:`load_model` for a path; for an architecture (a variant name or a JSON config
+    object), that architecture built with random weights, in eval mode.
+
+    Architectures take ``num_classes`` (default 40, NYUDv2's) and ``modalities`` (default
+    ``rgb, depth``); for paths they mean what they mean for :func:`load_model`.
+    """
+    from geminifusion.segmentor import build_segmentor
+    from geminifusion.weights.folder import parse_arch
+
+    if Path(source).exists():
+        return load_model(
+            source, arch=arch, modalities=modalities, num_classes=num_classes, device=device
+        )
+    text = str(source)
+    try:
+        architecture = parse_arch(text)
+        resolve_config(architecture)
+    except (ValueError, FileNotFoundError):
+        raise FileNotFoundError(
+            f"{text}: no such file or folder, and not an architecture name or JSON config"
+        ) from None
+    model = build_segmentor(
+        architecture, 40 if num_classes is None else num_classes, modalities or ("rgb", "depth")
+    )
+    model.source = ModelSource("architecture", Path(text), Path(text))
+    return model.to(device).eval()
