@@ -44,6 +44,8 @@ RESUME_MAY_CHANGE = frozenset(
         "eval_flip",
         "eval_window",
         "eval_stride",
+        "tensorboard",
+        "compile",
     }
 )
 

@@ -107,6 +107,11 @@ class Trainer:
         self._log_file = None
         self._metrics_file = None
         self._bar = None
+        self.tensorboard = None
+        if config.tensorboard:  # a missing extra is reported before the run folder is made
+            from geminifusion.engine.tensorboard import require_tensorboard
+
+            require_tensorboard()
 
         runs.check_data_root(config)
         resume_path = D.on_main(
@@ -145,6 +150,13 @@ class Trainer:
         if ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.net = torch.compile(self.net)
+        if config.tensorboard and ctx.is_main:
+            from geminifusion.engine.tensorboard import TensorBoardLog
+
+            resumed = self.position["iter"] if resume_path is not None else None
+            self.tensorboard = TensorBoardLog(self.run_dir, self.class_names, resumed)
         self.amp_dtype = self._amp_dtype()
         self.scaler = None
         if self.amp_dtype == torch.float16:
@@ -295,6 +307,9 @@ class Trainer:
             self._metrics_file.flush()
 
     def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         for f in (self._metrics_file, self._log_file):
             if f is not None:
                 f.close()
@@ -475,6 +490,8 @@ class Trainer:
                 self.position["batch"] += 1
                 self.position["iter"] += 1
                 it = self.position["iter"]
+                if self.tensorboard is not None:
+                    self.tensorboard.train_step(it, step)
                 now = time.perf_counter()
                 if it % c.log_every == 0 or self.position["batch"] == self.iters_per_epoch:
                     self.record(
@@ -503,6 +520,8 @@ class Trainer:
 
     def _validate_and_keep_best(self, epoch: int) -> dict:
         results = self.validate(epoch)
+        if self.tensorboard is not None:
+            self.tensorboard.on_validation(self.position["iter"], results, self.model, self.val_set)
         main = list(results)[-1]
         miou = results[main]["mIoU"]
         improved = self.best.get("mIoU") is None or miou > self.best["mIoU"]
