@@ -29,10 +29,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     opt.add_source(p)
-    p.add_argument(
-        "--size", type=opt.size, default=(480, 640), metavar="HxW", help="default 480x640"
-    )
-    p.add_argument("--batch", type=opt.positive_int, default=1, help="batch size (default 1)")
+    opt.add_input_shape(p)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="autocast precision (default float32)")
     opt.add_compile(p)

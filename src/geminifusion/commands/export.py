@@ -31,10 +31,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     opt.add_source(p)
     p.add_argument("out", type=Path, metavar="OUT.onnx", help="the ONNX file to write")
-    p.add_argument(
-        "--size", type=opt.size, default=(480, 640), metavar="HxW", help="default 480x640"
-    )
-    p.add_argument("--batch", type=opt.positive_int, default=1, help="batch size (default 1)")
+    opt.add_input_shape(p)
     p.add_argument(
         "--dynamic-batch", action="store_true", help="leave the batch dimension free (MiT only)"
     )

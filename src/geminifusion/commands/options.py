@@ -166,6 +166,14 @@ def load_source(args: argparse.Namespace, device: str = "cpu"):
     )
 
 
+def add_input_shape(parser: argparse.ArgumentParser) -> None:
+    """``--size HxW`` (default 480x640) and ``--batch N`` (default 1) of model inputs."""
+    parser.add_argument(
+        "--size", type=size, default=(480, 640), metavar="HxW", help="default 480x640"
+    )
+    parser.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+
+
 def add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
 

@@ -171,27 +171,18 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict:
     return {"kind": "reference", **load_reference_state(model, checkpoint, str(path))}
 
 
-def load_or_build_model(
-    source: str | os.PathLike,
-    *,
-    arch: str | object | None = None,
-    modalities: Sequence[str] | None = None,
-    num_classes: int | None = None,
-    device: str | torch.device = "cpu",
-) -> Segmentor:
+def load_or_build_model(source: str | os.PathLike, **options) -> Segmentor:
     """:func:`load_model` for a path; for an architecture (a variant name or a JSON config
     object), that architecture built with random weights, in eval mode.
 
-    Architectures take ``num_classes`` (default 40, NYUDv2's) and ``modalities`` (default
-    ``rgb, depth``); for paths they mean what they mean for :func:`load_model`.
+    ``options`` are :func:`load_model`'s. An architecture takes ``num_classes`` (default 40,
+    NYUDv2's), ``modalities`` (default ``rgb, depth``) and ``device``.
     """
     from geminifusion.segmentor import build_segmentor
     from geminifusion.weights.folder import parse_arch
 
     if Path(source).exists():
-        return load_model(
-            source, arch=arch, modalities=modalities, num_classes=num_classes, device=device
-        )
+        return load_model(source, **options)
     text = str(source)
     try:
         architecture = parse_arch(text)
@@ -200,8 +191,7 @@ def load_or_build_model(
         raise FileNotFoundError(
             f"{text}: no such file or folder, and not an architecture name or JSON config"
         ) from None
-    model = build_segmentor(
-        architecture, 40 if num_classes is None else num_classes, modalities or ("rgb", "depth")
-    )
+    classes, modalities = options.get("num_classes"), options.get("modalities")
+    model = build_segmentor(architecture, classes or 40, modalities or ("rgb", "depth"))
     model.source = ModelSource("architecture", Path(text), Path(text))
-    return model.to(device).eval()
+    return model.to(options.get("device", "cpu")).eval()
