@@ -33,7 +33,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path, metavar="OUT.onnx", help="the ONNX file to write")
     opt.add_input_shape(p)
     p.add_argument(
-        "--dynamic-batch", action="store_true", help="leave the batch dimension free (MiT only)"
+        "--dynamic-batch",
+        action="store_true",
+        help="leave the batch dimension free (MiT and DeLiVER models)",
     )
     p.add_argument("--opset", type=opt.positive_int, help="ONNX opset (default: the exporter's)")
     p.add_argument(
