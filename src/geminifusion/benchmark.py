@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geminifusion.export import random_inputs
 from geminifusion.segmentor import Segmentor
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -181,12 +182,6 @@ def single_twin(model: Segmentor) -> Segmentor:
     return twin.to(device=weight.device, dtype=weight.dtype).eval()
 
 
-def random_inputs(model: Segmentor, batch: int, size: Sequence[int]) -> list[torch.Tensor]:
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(0)
-    return [torch.randn(batch, 3, *size, generator=generator).to(device) for _ in model.modalities]
-
-
 # ------------------------------------------------------------------------------ the run
 
 
@@ -216,8 +211,9 @@ class BenchmarkResult:
         """The rows as a Markdown table, with a header line and the fused / single ratios."""
         s = self.settings
         h, w = self.size
+        threads = f"{s['threads']} thread{'s' if s['threads'] != 1 else ''}"
         head = (
-            f"{s['name']}: batch {self.batch}, {h} x {w}, {self.device} ({s['threads']} threads), "
+            f"{s['name']}: batch {self.batch}, {h} x {w}, {self.device} ({threads}), "
             f"{s['precision']}{', compiled' if s['compile'] else ''}; torch {torch.__version__}; "
             f"{s['warmup']} warm-up + {s['iters']} timed runs; {s['date']}"
         )
@@ -403,7 +399,8 @@ def _onnxruntime_call(model: Segmentor, inputs: list[torch.Tensor], size: tuple[
 
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    session = onnx_session(path, providers, threads=torch.get_num_threads())
+    # Spinning workers would slow the PyTorch runs timed between ONNX Runtime's.
+    session = onnx_session(path, providers, threads=torch.get_num_threads(), spinning=False)
     names = onnx_names(model)[0]
     feed = {n: x.cpu().numpy() for n, x in zip(names, inputs, strict=True)}
     return str(path), lambda: session.run(None, feed), session.get_providers()[0]

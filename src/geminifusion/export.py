@@ -308,14 +308,26 @@ def _add_metadata(onnx, proto, model: nn.Module, size: tuple[int, int]) -> None:
 
 
 def onnx_session(
-    model: bytes | str | os.PathLike, providers: Sequence[str] = (), threads: int | None = None
+    model: bytes | str | os.PathLike,
+    providers: Sequence[str] = (),
+    threads: int | None = None,
+    spinning: bool = True,
 ):
-    """An ONNX Runtime session of an ONNX file or its bytes (CPU unless ``providers`` says
-    otherwise; ``threads``: intra-op threads, default ONNX Runtime's choice)."""
+    """An ONNX Runtime session of an ONNX file or its bytes.
+
+    Args:
+        model: the file or its bytes.
+        providers: execution providers (default: the CPU).
+        threads: intra-op threads (default: ONNX Runtime's choice).
+        spinning: let idle worker threads spin-wait for the next run (ONNX Runtime's default);
+            off when other work shares the cores, which spinning threads would slow.
+    """
     ort = require("onnxruntime", "running an ONNX file")
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(
         source, options, providers=list(providers) or ["CPUExecutionProvider"]
