@@ -18,6 +18,7 @@ _EXPORTS = {
     "MiTConfig": "geminifusion.backbones.mit",
     "SwinConfig": "geminifusion.backbones.swin",
     "GeminiFusion": "geminifusion.fusion",
+    "export_onnx": "geminifusion.export",
     "Segmentor": "geminifusion.segmentor",
     "build_segmentor": "geminifusion.segmentor",
     "ModelSource": "geminifusion.weights.load",
@@ -39,6 +40,7 @@ __all__ = [
     "SwinConfig",
     "__version__",
     "build_segmentor",
+    "export_onnx",
     "from_pretrained",
     "load_model",
     "load_pretrained_backbone",
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from geminifusion.backbones.deliver import DeliverConfig
     from geminifusion.backbones.mit import MiTConfig
     from geminifusion.backbones.swin import SwinConfig
+    from geminifusion.export import export_onnx
     from geminifusion.fusion import GeminiFusion
     from geminifusion.segmentor import Segmentor, build_segmentor
     from geminifusion.weights.folder import from_pretrained, save_pretrained

@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "geminifusion.commands.train",
     "geminifusion.commands.eval",
     "geminifusion.commands.predict",
+    "geminifusion.commands.export",
+    "geminifusion.commands.benchmark",
     "geminifusion.commands.demo",
     "geminifusion.commands.detection3d",
 )
@@ -65,6 +67,7 @@ def _warnings_as_lines(command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from geminifusion.extras import MissingExtraError
     from geminifusion.runtime import configure_from_environment
 
     configure_from_environment()  # reuse freed activation memory (geminifusion.runtime)
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     _warnings_as_lines(args.command)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError) as err:
+    except (CLIError, ValueError, MissingExtraError) as err:
         print(f"geminifusion {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a missing file, a full disk, a read-only folder: named in one line

@@ -90,6 +90,8 @@ class RunConfig:
         seed: seed of the model initialisation, the data order and the augmentations.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         amp: ``none``, ``bf16`` or ``fp16`` autocast (CUDA only).
+        tensorboard: also write TensorBoard events to ``RUN/tb/`` (the ``tensorboard`` extra).
+        compile: train through ``torch.compile`` (validation stays eager).
 
     Evaluation (read by ``geminifusion eval`` and validation):
         eval_scales: test scales; ``[1.0]`` is the paper's single-scale evaluation.
@@ -143,6 +145,8 @@ class RunConfig:
     seed: int = 42
     device: str = "auto"
     amp: str = "none"
+    tensorboard: bool = False
+    compile: bool = False
 
     eval_scales: tuple[float, ...] = (1.0,)
     eval_flip: bool = False

@@ -115,6 +115,10 @@ class GeminiFusion(nn.Module):
         parameters; otherwise kept until a parameter is replaced or modified in place. Parameters
         made under ``torch.inference_mode`` count no versions, so they are never cached.
         """
+        if torch.compiler.is_compiling():
+            # Traced parameters (torch.compile, torch.export) have no storage to key a cache on:
+            # the fold becomes part of the graph (geminifusion.export pins it as constants).
+            return self._fold()
         params = list(self.parameters())
         recording = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
         if recording or any(p.is_inference() for p in params):

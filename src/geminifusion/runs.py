@@ -52,6 +52,8 @@ RESUME_MAY_CHANGE = frozenset(
         "eval_stride",
         # A lower rate after a divergence: applied to the resumed optimiser (see engine.train).
         "stage_lrs",
+        "tensorboard",
+        "compile",
     }
 )
 

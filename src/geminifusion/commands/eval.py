@@ -39,6 +39,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     opt.add_test_options(p)
     opt.add_device(p)
+    opt.add_compile(p)
     opt.add_progress(p)
     g = p.add_argument_group("sensor failure and conditions (multi-sensor data)")
     g.add_argument(
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             by_condition=args.by_condition,
             progress=opt.progress(args),
             log=print if ctx.is_main else lambda _: None,
+            compile=args.compile,
         )
     finally:
         D.cleanup_distributed()

@@ -126,3 +126,63 @@ def test_options(args: argparse.Namespace, config=None) -> dict:
     stride = args.stride or (tuple(config.eval_stride) if config and config.eval_stride else None)
     flip = args.flip or bool(config is not None and config.eval_flip)
     return {"scales": scales, "flip": flip, "window": window, "stride": stride}
+
+
+def add_compile(parser: argparse.ArgumentParser) -> None:
+    """``--compile``: run the model through ``torch.compile`` (``args.compile``)."""
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model through torch.compile (the first forward compiles: slow to start)",
+    )
+
+
+def compiled(model):
+    """``torch.compile(model)``; the compiled module still answers ``model.modalities`` etc."""
+    import torch
+
+    return torch.compile(model)
+
+
+def add_source(parser: argparse.ArgumentParser) -> None:
+    """``SOURCE`` (weights or an architecture) and the options that qualify it."""
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="run folder, checkpoint (ours or the paper's), model folder, or an architecture "
+        "name / JSON config (random weights)",
+    )
+    parser.add_argument("--arch", help="architecture of a paper checkpoint (default: recognised)")
+    parser.add_argument(
+        "--num-classes", type=positive_int, help="classes of an architecture (default 40)"
+    )
+    parser.add_argument(
+        "--modalities", type=names, help="inputs of an architecture (default rgb,depth)"
+    )
+
+
+def load_source(args: argparse.Namespace, device: str = "cpu"):
+    """The model ``add_source``'s options describe."""
+    from geminifusion.weights.folder import parse_arch
+    from geminifusion.weights.load import load_or_build_model
+
+    arch = parse_arch(args.arch) if args.arch else None
+    return load_or_build_model(
+        args.source,
+        arch=arch,
+        modalities=args.modalities,
+        num_classes=args.num_classes,
+        device=device,
+    )
+
+
+def add_input_shape(parser: argparse.ArgumentParser) -> None:
+    """``--size HxW`` (default 480x640) and ``--batch N`` (default 1) of model inputs."""
+    parser.add_argument(
+        "--size", type=size, default=(480, 640), metavar="HxW", help="default 480x640"
+    )
+    parser.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+
+
+def add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")

@@ -52,6 +52,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
     opt.add_test_options(p)
     opt.add_device(p, "CUDA when available")
+    opt.add_compile(p)
     opt.add_progress(p)
     p.set_defaults(func=run)
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, arch=arch, device=resolve_device(args.device or "auto"))
     samples = collect_samples(model.modalities, paths, args.list, args.root)
     written = predict_folder(
-        model,
+        opt.compiled(model) if args.compile else model,
         samples,
         folder,
         output=args.output,

@@ -43,12 +43,14 @@ def evaluate_checkpoint(
     by_condition: bool = False,
     progress: bool | None = None,
     log=print,
+    compile: bool = False,
 ) -> CheckpointScores:
     """Score a checkpoint on a config's data: every output, optionally per condition and with
     dead sensors (``drops``: input names, or ``all``).
 
     The model is the checkpoint's own (ours rebuild from their spec; the paper's are built as
     the config's architecture); its classes and inputs must match the data and the config.
+    ``compile`` runs it through ``torch.compile``.
     """
     from geminifusion.data import build_dataset
     from geminifusion.engine.distributed import autocast_dtype
@@ -79,6 +81,8 @@ def evaluate_checkpoint(
         num_classes=dataset.num_classes,
         device=device,
     )
+    if compile:
+        model = torch.compile(model)
     amp = autocast_dtype(config.amp, device)
     batch_size = batch_size or config.val_batch_size
     log(

@@ -113,6 +113,11 @@ class Trainer:
         self._last_batch = None
         self._verified_iter = None
         self._last_good: tuple[Path, int] | None = None
+        self.tensorboard = None
+        if config.tensorboard:  # a missing extra is reported before the run folder is made
+            from geminifusion.engine.tensorboard import require_tensorboard
+
+            require_tensorboard()
 
         runs.check_data_root(config)
         if config.data_root:  # every data problem is found before the run folder is touched
@@ -161,6 +166,13 @@ class Trainer:
         if ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.net = torch.compile(self.net)
+        if config.tensorboard and ctx.is_main:
+            from geminifusion.engine.tensorboard import TensorBoardLog
+
+            resumed = self.position["iter"] if resume_path is not None else None
+            self.tensorboard = TensorBoardLog(self.run_dir, self.class_names, resumed)
         self.amp_dtype = self._amp_dtype()
         self.scaler = None
         if self.amp_dtype == torch.float16:
@@ -313,6 +325,9 @@ class Trainer:
             self._metrics_file.write_line(json.dumps(to_json_ready(entry)))
 
     def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         for f in (self._metrics_file, self._log_file):
             if f is not None:
                 f.close()
@@ -580,6 +595,8 @@ class Trainer:
                 self.position["batch"] += 1
                 self.position["iter"] += 1
                 it = self.position["iter"]
+                if self.tensorboard is not None:
+                    self.tensorboard.train_step(it, step)
                 now = time.perf_counter()
                 if it % c.log_every == 0 or self.position["batch"] == self.iters_per_epoch:
                     self.record(
@@ -608,6 +625,8 @@ class Trainer:
 
     def _validate_and_keep_best(self, epoch: int) -> dict:
         results = self.validate(epoch)
+        if self.tensorboard is not None:
+            self.tensorboard.on_validation(self.position["iter"], results, self.model, self.val_set)
         main = list(results)[-1]
         miou = results[main]["mIoU"]
         improved = self.best.get("mIoU") is None or miou > self.best["mIoU"]

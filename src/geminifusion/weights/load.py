@@ -40,7 +40,7 @@ from geminifusion.weights.strict import load_strict
 from geminifusion.weights.training import check_training_checkpoint, is_training_checkpoint
 
 # What ``ModelSource.kind`` says.
-KINDS = ("run_folder", "training_checkpoint", "model_folder", "reference")
+KINDS = ("run_folder", "training_checkpoint", "model_folder", "reference", "architecture")
 
 
 @dataclass
@@ -178,3 +178,29 @@ def load_weights(model: nn.Module, path: str | os.PathLike, checkpoint: dict | N
             "spec": checkpoint.get("spec", {}),
         }
     return {"kind": "reference", **load_reference_state(model, checkpoint, str(path))}
+
+
+def load_or_build_model(source: str | os.PathLike, **options) -> Segmentor:
+    """:func:`load_model` for a path; for an architecture (a variant name or a JSON config
+    object), that architecture built with random weights, in eval mode.
+
+    ``options`` are :func:`load_model`'s. An architecture takes ``num_classes`` (default 40,
+    NYUDv2's), ``modalities`` (default ``rgb, depth``) and ``device``.
+    """
+    from geminifusion.segmentor import build_segmentor
+    from geminifusion.weights.folder import parse_arch
+
+    if Path(source).exists():
+        return load_model(source, **options)
+    text = str(source)
+    try:
+        architecture = parse_arch(text)
+        resolve_config(architecture)
+    except (ValueError, FileNotFoundError):
+        raise FileNotFoundError(
+            f"{text}: no such file or folder, and not an architecture name or JSON config"
+        ) from None
+    classes, modalities = options.get("num_classes"), options.get("modalities")
+    model = build_segmentor(architecture, classes or 40, modalities or ("rgb", "depth"))
+    model.source = ModelSource("architecture", Path(text), Path(text))
+    return model.to(options.get("device", "cpu")).eval()
