@@ -117,10 +117,13 @@ def names(page: Path) -> list[str]:
     return [n for n in DOC_FILES if re.search(rf'"{re.escape(n)}[/"]', text)]
 
 
+# Pages whose own blocks take long (the exporter traces a full-size model for half a minute).
+SLOW_PAGES = {"deployment.md"}
+
+
 def page_param(page: Path):
-    slow = page.name != "README.md" and (
-        EXPENSIVE & set(names(page)) or "mit_b3" in str(names(page))
-    )
+    expensive = page.name != "README.md" and bool(EXPENSIVE & set(names(page)))
+    slow = expensive or page.name in SLOW_PAGES
     return pytest.param(page, id=page.name, marks=[pytest.mark.slow] if slow else [])
 
 
