@@ -8,15 +8,14 @@ fusion heads, one block per stage and a few channels per head, at a size no stri
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 import torch
 
 import geminifusion as gf
-from geminifusion.backbones import SwinConfig
 from geminifusion.configs import build_model, load_config
+from model_helpers import narrow
 
 DELIVER_SENSORS = ("rgb", "depth", "event", "lidar")
 SIZE = (33, 47)
@@ -25,14 +24,6 @@ SIZE = (33, 47)
 def setting(name: str) -> tuple[int, tuple[str, ...]]:
     """(classes, modalities) of a variant's paper setting."""
     return (25, DELIVER_SENSORS) if name.startswith("deliver_") else (40, ("rgb", "depth"))
-
-
-def narrow(config):
-    """The variant with one block per stage and 8 channels per attention head."""
-    if isinstance(config, SwinConfig):
-        return dataclasses.replace(config, embed_dim=8 * config.num_heads[0], depths=(1,) * 4)
-    dims = tuple(8 * heads for heads in config.num_heads)
-    return dataclasses.replace(config, embed_dims=dims, depths=(1,) * 4)
 
 
 @pytest.mark.parametrize("name", sorted(gf.VARIANTS))

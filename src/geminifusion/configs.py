@@ -92,6 +92,8 @@ class RunConfig:
         amp: ``none``, ``bf16`` or ``fp16`` autocast (CUDA only).
         tensorboard: also write TensorBoard events to ``RUN/tb/`` (the ``tensorboard`` extra).
         compile: train through ``torch.compile`` (validation stays eager).
+        activation_checkpointing: recompute every transformer block in backward instead of
+            keeping its activations (less memory, more time, the same weights).
 
     Evaluation (read by ``geminifusion eval`` and validation):
         eval_scales: test scales; ``[1.0]`` is the paper's single-scale evaluation.
@@ -147,6 +149,7 @@ class RunConfig:
     amp: str = "none"
     tensorboard: bool = False
     compile: bool = False
+    activation_checkpointing: bool = False
 
     eval_scales: tuple[float, ...] = (1.0,)
     eval_flip: bool = False
@@ -339,6 +342,7 @@ def build_model(config: RunConfig, num_classes: int) -> Segmentor:
         head_embed_dim=config.head_embed_dim,
         drop_path_rate=config.drop_path_rate,
         head_dropout=config.head_dropout,
+        activation_checkpointing=config.activation_checkpointing,
     )
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geminifusion.layers import recomputed
+
 # SegFormer's dropout before the classifier (the paper's code uses it for every model).
 HEAD_DROPOUT = 0.1
 
@@ -113,5 +115,10 @@ class SegFormerHead(nn.Module):
             out = x if out is None else out.add_(x)
             del x
         x = F.relu(bn(out)) if batch_statistics else F.relu(out, inplace=True)
+        # Lean: backward keeps the rectified map only, not also its dropped-out copy.
+        random = self.training and self.dropout.p > 0
+        return recomputed(self._classify, x, random=random)
+
+    def _classify(self, x: torch.Tensor) -> torch.Tensor:
         pred = self.linear_pred
         return pointwise(self.dropout(x), pred.weight, pred.bias)

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+# Whether training keeps the lean forms below. Only the plain twins switch it off
+# (``geminifusion.testing.plain.plain_autograd``), to check that both give the same gradients.
+LEAN = {"enabled": True}
+
+
+def recording() -> bool:
+    """True when autograd records this forward for a backward pass (not under torch.compile)."""
+    return (
+        torch.is_grad_enabled()
+        and not torch.is_inference_mode_enabled()
+        and not torch.compiler.is_compiling()
+    )
+
+
+def recomputed(fn: Callable[..., torch.Tensor], *args, random: bool = False) -> torch.Tensor:
+    """``fn(*args)``, keeping only ``args`` for backward, where ``fn`` runs again.
+
+    For chains whose intermediates cost more memory than recomputing them costs time (the
+    fusion's elementwise chain, a LayerNorm's normalised copy, the Mix-FFN's hidden maps).
+    ``random``: ``fn`` draws random numbers (dropout), which the recomputation must repeat.
+    Outside training, or with the lean forms switched off, it is a plain call.
+    """
+    if not (LEAN["enabled"] and recording()):
+        return fn(*args)
+    return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=random)
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -17,6 +46,15 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
         return F.gelu(x)
     return torch.ops.aten.gelu_(x)
+
+
+def run_block(block: nn.Module, *args, checkpointed: bool) -> torch.Tensor:
+    """One transformer block; ``checkpointed`` (activation checkpointing) keeps only its inputs
+    for backward and runs it again there, with the same drop-path draws, so the gradients and
+    the trained weights are those of the plain run."""
+    if checkpointed and recording():
+        return checkpoint(block, *args, use_reentrant=False, preserve_rng_state=True)
+    return block(*args)
 
 
 class ModalityLayerNorm(nn.Module):
@@ -37,6 +75,11 @@ class ModalityLayerNorm(nn.Module):
         m = self.weight.shape[0]
         if x.shape[0] != m:
             raise ValueError(f"expected {m} modalities on axis 0, got shape {tuple(x.shape)}")
+        # Lean: backward keeps the input only, not also the normalised copy the affine reads.
+        return recomputed(self._normalise, x)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.weight.shape[0]
         shape = (m,) + (1,) * (x.dim() - 2) + (self.dim,)
         y = F.layer_norm(x, (self.dim,), eps=self.eps)
         return torch.addcmul(self.bias.view(shape), y, self.weight.view(shape))

@@ -54,6 +54,7 @@ RESUME_MAY_CHANGE = frozenset(
         "stage_lrs",
         "tensorboard",
         "compile",
+        "activation_checkpointing",
     }
 )
 

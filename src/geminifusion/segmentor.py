@@ -157,6 +157,7 @@ def build_segmentor(
     head_embed_dim: int | None = None,
     drop_path_rate: float | None = None,
     head_dropout: float | None = None,
+    activation_checkpointing: bool = False,
 ) -> Segmentor:
     """Build a segmentor from a variant name (``"mit_b3"``) or a config (``MiTConfig(...)``).
 
@@ -167,6 +168,9 @@ def build_segmentor(
         head_embed_dim: width of the SegFormer head; default the config's (256, DeLiVER 512).
         drop_path_rate: overrides the config's stochastic-depth rate.
         head_dropout: ``Dropout2d`` rate before the classifier; default 0.1, as in SegFormer.
+        activation_checkpointing: while training, recompute every transformer block in backward
+            instead of keeping its activations: less memory for more time, same gradients. Can
+            be changed later with ``model.backbone.activation_checkpointing``.
 
     Raises:
         ValueError: an unknown architecture or an argument of the wrong type or range, named.
@@ -187,6 +191,10 @@ def build_segmentor(
     _check_number("head_embed_dim", head_embed_dim, int, low=1)
     _check_number("drop_path_rate", drop_path_rate, float, low=0.0, below=1.0)
     _check_number("head_dropout", head_dropout, float, low=0.0, below=1.0)
+    if not isinstance(activation_checkpointing, bool):
+        raise ValueError(
+            f"activation_checkpointing must be True or False, got {activation_checkpointing!r}"
+        )
     if drop_path_rate != config.drop_path_rate:
         config = dataclasses.replace(config, drop_path_rate=drop_path_rate)
     try:
@@ -203,6 +211,7 @@ def build_segmentor(
         "head_embed_dim": head_embed_dim,
         "head_dropout": head_dropout,
     }
+    backbone.activation_checkpointing = activation_checkpointing
     return Segmentor(backbone, head, modalities, spec)
 
 

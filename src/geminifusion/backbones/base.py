@@ -30,6 +30,8 @@ class Backbone(nn.Module):
         reference_prefix: where the paper's checkpoints keep the backbone (``"encoder."``).
         head_reference_prefix: where they keep the decode head (``"decoder."``).
         upsample_logits: the paper's code of this family returns logits at the input size.
+        activation_checkpointing: recompute each block in backward instead of keeping its
+            activations (a training option, not part of the architecture; off by default).
     """
 
     family: str = ""
@@ -51,6 +53,7 @@ class Backbone(nn.Module):
         self.num_streams = num_modalities if num_streams is None else num_streams
         self.stream_names = tuple(stream_names) if stream_names is not None else None
         self.out_channels = tuple(out_channels)
+        self.activation_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
         """``(M, B, 3, H, W)`` -> four ``(S, B, C_s, H_s, W_s)`` maps."""

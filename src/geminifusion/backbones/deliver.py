@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geminifusion.backbones.mit import MIT_VARIANTS, MiTConfig, MixTransformer, tokens_to_maps
-from geminifusion.layers import ModalityLayerNorm
+from geminifusion.layers import ModalityLayerNorm, run_block
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,9 @@ class DeliverMiT(MixTransformer):
                 out["scores"].append(tokens_to_maps(scores, height, width).unflatten(0, (m - 1, b)))
                 out["merged_in"].append(tokens_to_maps(merged[None], height, width))
             for block in blocks:
-                tokens = block(tokens, height, width)
+                tokens = run_block(
+                    block, tokens, height, width, checkpointed=self.activation_checkpointing
+                )
             tokens = norm(tokens)
             stage_maps = tokens_to_maps(tokens, height, width).contiguous()
             out["features"].append(stage_maps.view(2, b, *stage_maps.shape[1:]))

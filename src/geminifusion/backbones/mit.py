@@ -17,7 +17,7 @@ from torch import nn
 
 from geminifusion.backbones.base import Backbone
 from geminifusion.fusion import GeminiFusion
-from geminifusion.layers import DropPath, ModalityLayerNorm, gelu
+from geminifusion.layers import DropPath, ModalityLayerNorm, gelu, recomputed, run_block
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class EfficientAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, kv[0], kv[1])
         out = out.transpose(1, 2).reshape(m, b, n, c)
         if self.fusion is not None:
-            out = self.fusion(out)
+            out = recomputed(self.fusion, out)  # lean: keeps the fusion's input only
         return self.proj(out)
 
 
@@ -149,9 +149,13 @@ class MixFFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        m = x.shape[0]
-        x = self.dwconv(tokens_to_maps(self.fc1(x), height, width))
-        return self.fc2(gelu(maps_to_tokens(x, m)))
+        hidden = tokens_to_maps(self.fc1(x), height, width)
+        # Lean: of the three hidden maps (4C channels each), backward keeps only fc1's output
+        # and computes the convolution, GELU and fc2 again.
+        return recomputed(self._conv_gelu_fc2, hidden, x.shape[0])
+
+    def _conv_gelu_fc2(self, hidden: torch.Tensor, num_modalities: int) -> torch.Tensor:
+        return self.fc2(gelu(maps_to_tokens(self.dwconv(hidden), num_modalities)))
 
 
 class MiTBlock(nn.Module):
@@ -236,7 +240,9 @@ class MixTransformer(Backbone):
             embed, blocks, norm = self.stage(s)
             tokens, height, width = embed(maps, m)
             for block in blocks:
-                tokens = block(tokens, height, width)
+                tokens = run_block(
+                    block, tokens, height, width, checkpointed=self.activation_checkpointing
+                )
             maps = tokens_to_maps(norm(tokens), height, width).contiguous()
             features.append(maps.view(m, b, *maps.shape[1:]))
         return features

@@ -25,7 +25,7 @@ from torch import nn
 
 from geminifusion.backbones.base import Backbone
 from geminifusion.fusion import GeminiFusion
-from geminifusion.layers import DropPath, ModalityLayerNorm, gelu
+from geminifusion.layers import DropPath, ModalityLayerNorm, gelu, recomputed, run_block
 
 # The reference marks token pairs from different regions of a shifted window with -100 (added to
 # the scores) rather than -inf; we keep the same number.
@@ -369,7 +369,7 @@ class SwinBlock(nn.Module):
         """``(M, B, H, W, C)`` -> same shape; ``layout`` as from ``self.attn.layout``."""
         y = self.attn(self.norm1(x).flatten(0, 1), layout).view(x.shape)
         if self.fusion is not None:
-            y = self.fusion(y)
+            y = recomputed(self.fusion, y)  # lean: keeps the fusion's input only
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -401,14 +401,14 @@ class SwinStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.downsample = PatchMerging(dim) if downsample else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, checkpointed: bool = False) -> torch.Tensor:
         """``(M, B, H, W, C)`` -> same shape, before patch merging."""
         layouts: dict[int, WindowLayout] = {}
         for block in self.blocks:
             shift = block.attn.shift_size
             if shift not in layouts:
                 layouts[shift] = block.attn.layout(x.flatten(0, 1))
-            x = block(x, layouts[shift])
+            x = run_block(block, x, layouts[shift], checkpointed=checkpointed)
         return x
 
 
@@ -457,7 +457,7 @@ class SwinTransformer(Backbone):
         x = self.patch_embed(x)
         features = []
         for s, stage in enumerate(self.layers):
-            x = stage(x)
+            x = stage(x, self.activation_checkpointing)
             norm = getattr(self, f"norm{s}")
             features.append(norm(x).permute(0, 1, 4, 2, 3).contiguous())
             if stage.downsample is not None:

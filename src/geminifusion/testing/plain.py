@@ -8,12 +8,16 @@ the reference runs it, a per-sample loop through ``nn.MultiheadAttention``;
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from geminifusion.backbones.swin import WindowAttention
 from geminifusion.fusion import GeminiFusion
+from geminifusion.layers import LEAN
 
 
 def attention_modules(fusion: GeminiFusion) -> list[nn.MultiheadAttention]:
@@ -111,3 +115,20 @@ def plain_window_attention(attn: WindowAttention, x: torch.Tensor) -> torch.Tens
     if shift:
         out = torch.roll(out, (shift, shift), dims=(1, 2))
     return out[:, :height, :width]
+
+
+def plain_output_loss(logits: torch.Tensor, label: torch.Tensor, ignore_index: int = 255):
+    """The reference's loss of one output: upsample, ``log_softmax``, ``nll_loss`` (batch mean)."""
+    up = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+    return F.nll_loss(F.log_softmax(up, dim=1), label, ignore_index=ignore_index)
+
+
+@contextlib.contextmanager
+def plain_autograd() -> Iterator[None]:
+    """Train with autograd's own bookkeeping: the lean recomputations and the lean loss off."""
+    previous = LEAN["enabled"]
+    LEAN["enabled"] = False
+    try:
+        yield
+    finally:
+        LEAN["enabled"] = previous
