@@ -16,6 +16,7 @@ import torch
 
 import geminifusion as gf
 from geminifusion.backbones.mit import EfficientAttention, MixFFN
+from geminifusion.backbones.swin import Mlp
 from geminifusion.configs import build_model, get_preset
 from geminifusion.engine.losses import output_loss, segmentation_loss
 from geminifusion.engine.schedule import PolyWarmup, build_optimizer
@@ -63,9 +64,10 @@ def pieces():
     d = torch.float64
     norm = ModalityLayerNorm(2, 16).double()
     ffn = MixFFN(16, 64).double()
+    mlp = Mlp(16, 64).double()
     attention = EfficientAttention(16, 2, 2, 2, fusion_heads=2).double()
     head = SegFormerHead([8, 16, 24, 32], 5, 16, dropout=0.3).double()
-    for module in (norm, ffn, attention, head):
+    for module in (norm, ffn, mlp, attention, head):
         randomise(module)
     head.train()
     freeze_batchnorm(head)
@@ -76,13 +78,17 @@ def pieces():
     return [
         ("layernorm", norm, norm, [torch.randn(2, 3, 35, 16, dtype=d)]),
         ("mix_ffn", ffn, lambda x: ffn(x, 5, 7), [torch.randn(2, 3, 35, 16, dtype=d)]),
+        ("swin_mlp", mlp, mlp, [torch.randn(2, 3, 35, 16, dtype=d)]),
         ("fusion", attention, lambda x: attention(x, 5, 7), [torch.randn(2, 3, 35, 16, dtype=d)]),
         ("head", head, lambda *f: head(list(f)), features),
         ("loss", None, lambda x, y: output_loss(x, y), [torch.randn(3, 5, 9, 12, dtype=d), label]),
     ]
 
 
-@pytest.mark.parametrize("index", range(5), ids=[p[0] for p in pieces()])
+PIECES = [p[0] for p in pieces()]
+
+
+@pytest.mark.parametrize("index", range(len(PIECES)), ids=PIECES)
 def test_each_lean_piece_equals_plain_autograd_and_keeps_less(index):
     name, module, fn, inputs = pieces()[index]
     params = list(module.parameters()) if module is not None else []

@@ -336,7 +336,11 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(gelu(self.fc1(x)))
+        # Lean: backward keeps fc1's output only and computes GELU and fc2 again.
+        return recomputed(self._gelu_fc2, self.fc1(x))
+
+    def _gelu_fc2(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.fc2(gelu(hidden))
 
 
 class SwinBlock(nn.Module):
