@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import common
 from geminifusion.detection3d import (
@@ -29,6 +28,7 @@ from geminifusion.detection3d import (
     scatter_to_voxels,
 )
 from geminifusion.fusion import GeminiFusion
+from geminifusion.testing.plain import attention_modules
 
 VOXEL, RANGE = (0.05, 0.05, 0.1), (0, -40, -3, 70.4, 40, 1)
 
@@ -40,15 +40,7 @@ def fastest(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, flo
 
 def two_slot_attention(fusion: GeminiFusion) -> Callable[[torch.Tensor], torch.Tensor]:
     """The reference's formulation with the fusion's weights: MHA over [noise, relation] keys."""
-    mhas = []
-    for d in range(2):
-        mha = nn.MultiheadAttention(fusion.dim, fusion.num_heads)
-        with torch.no_grad():
-            mha.in_proj_weight.copy_(fusion.in_proj_weight[d])
-            mha.in_proj_bias.copy_(fusion.in_proj_bias[d])
-            mha.out_proj.weight.copy_(fusion.out_proj_weight[d])
-            mha.out_proj.bias.copy_(fusion.out_proj_bias[d])
-        mhas.append(mha.eval())
+    mhas = attention_modules(fusion)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         out = []

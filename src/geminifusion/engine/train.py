@@ -725,6 +725,7 @@ def train(
     finally:
         if trainer is not None:
             trainer.close()
+            trainer = None  # DDP's reducer goes while its process group still exists
         if own_group:
             D.cleanup_distributed()
 
