@@ -15,12 +15,14 @@ LEAN = {"enabled": True}
 
 
 def recording() -> bool:
-    """True when autograd records this forward for a backward pass (not under torch.compile)."""
-    return (
-        torch.is_grad_enabled()
-        and not torch.is_inference_mode_enabled()
-        and not torch.compiler.is_compiling()
-    )
+    """True when autograd records this forward for a backward pass, outside torch.compile.
+
+    A compiled graph plans its own recomputation (AOTAutograd's partitioner). The compiling
+    test comes first: it is a constant to the tracer, which then reads nothing else here.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
 
 def recomputed(fn: Callable[..., torch.Tensor], *args, random: bool = False) -> torch.Tensor:
@@ -52,7 +54,7 @@ def run_block(block: nn.Module, *args, checkpointed: bool) -> torch.Tensor:
     """One transformer block; ``checkpointed`` (activation checkpointing) keeps only its inputs
     for backward and runs it again there, with the same drop-path draws, so the gradients and
     the trained weights are those of the plain run."""
-    if checkpointed and recording():
+    if checkpointed and torch.is_grad_enabled():  # compiled graphs keep it too
         return checkpoint(block, *args, use_reentrant=False, preserve_rng_state=True)
     return block(*args)
 
