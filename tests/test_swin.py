@@ -148,6 +148,13 @@ def test_named_variants_and_config_checks():
         gf.SwinConfig(depths=(2, 2, 6))
     with pytest.raises(ValueError, match="not divisible by 5 heads"):
         gf.SwinConfig(embed_dim=96, num_heads=(5, 6, 12, 24))
+    # Zero heads: a named error, not a ZeroDivisionError from the divisibility check.
+    with pytest.raises(ValueError, match=r"SwinConfig.num_heads must be positive"):
+        gf.SwinConfig(num_heads=(0, 6, 12, 24))
+    with pytest.raises(ValueError, match=r"SwinConfig.fusion_heads must be positive"):
+        gf.SwinConfig(fusion_heads=0)
+    with pytest.raises(ValueError, match=r"MiTConfig.num_heads must be positive"):
+        gf.MiTConfig(num_heads=(0, 2, 5, 8))
     with pytest.raises(ValueError, match="1 or 2 streams"):
         SwinTransformer(TINY, num_modalities=3)
 

@@ -71,6 +71,11 @@ class SwinConfig:
                 f"SwinConfig: window_size and patch_size must be positive, "
                 f"got {self.window_size} and {self.patch_size}"
             )
+        for name in ("num_heads", "fusion_heads"):
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) else (value,)
+            if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in values):
+                raise ValueError(f"SwinConfig.{name} must be positive integers, got {value}")
         for dim, heads in zip(self.embed_dims, self.num_heads, strict=True):
             if dim % heads:
                 raise ValueError(f"SwinConfig: stage width {dim} is not divisible by {heads} heads")
