@@ -31,8 +31,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import ALLOCATORS, table  # noqa: E402
+from common import ALLOCATORS, table
 
 MODES = {
     "plain": "autograd's own bookkeeping (geminifusion.testing.plain.plain_autograd)",
@@ -73,6 +72,7 @@ def measure(spec: dict) -> dict:
         if not keep_freed_memory():
             raise SystemExit("keep_freed_memory is not available here (needs Linux with glibc)")
     device = torch.device(spec["device"])
+    cuda = device.type == "cuda"
     torch.manual_seed(0)
     model = gf.build_segmentor(
         spec["arch"], num_classes=40, activation_checkpointing=spec["mode"] == "lean + ckpt"
@@ -95,7 +95,7 @@ def measure(spec: dict) -> dict:
     label = torch.randint(0, 40, (spec["batch"], height, width), device=device)
     label[:, : height // 8] = 255
     gc.collect()
-    if device.type == "cuda":
+    if cuda:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -109,13 +109,12 @@ def measure(spec: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
     with plain_autograd() if spec["mode"] == "plain" else contextlib.nullcontext():
         times = [step() for _ in range(spec["steps"])]
-    cuda = device.type == "cuda"
     peak = torch.cuda.max_memory_allocated() if cuda else _rss_kib("VmHWM") * 1024
     return {
         "seconds": statistics.median(times[1:] if len(times) > 1 else times),
