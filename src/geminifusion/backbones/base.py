@@ -16,6 +16,21 @@ import torch
 from torch import nn
 
 
+def check_head_counts(config: object, *names: str) -> None:
+    """Each named field of ``config`` holds positive integers, or a ``ValueError`` names it.
+
+    Runs in a config's ``__post_init__`` before its divisibility checks, which would otherwise
+    fail with a ``ZeroDivisionError`` on a zero head count.
+    """
+    for name in names:
+        value = getattr(config, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            raise ValueError(
+                f"{type(config).__name__}.{name} must be positive integers, got {value}"
+            )
+
+
 class Backbone(nn.Module):
     """Base class of every backbone family.
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geminifusion.backbones.base import Backbone
+from geminifusion.backbones.base import Backbone, check_head_counts
 from geminifusion.fusion import GeminiFusion
 from geminifusion.layers import DropPath, ModalityLayerNorm, gelu, recomputed, run_block
 
@@ -52,10 +52,7 @@ class MiTConfig:
             if len(value) != 4:
                 raise ValueError(f"MiTConfig.{name} needs 4 values (one per stage), got {value}")
             object.__setattr__(self, name, value)
-        if not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.num_heads
-        ):
-            raise ValueError(f"MiTConfig.num_heads must be positive integers, got {self.num_heads}")
+        check_head_counts(self, "num_heads")
         for dim, heads in zip(self.embed_dims, self.num_heads, strict=True):
             if dim % heads:
                 raise ValueError(f"MiTConfig: embed dim {dim} is not divisible by {heads} heads")

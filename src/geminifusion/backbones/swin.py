@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geminifusion.backbones.base import Backbone
+from geminifusion.backbones.base import Backbone, check_head_counts
 from geminifusion.fusion import GeminiFusion
 from geminifusion.layers import DropPath, ModalityLayerNorm, gelu, recomputed, run_block
 
@@ -71,11 +71,7 @@ class SwinConfig:
                 f"SwinConfig: window_size and patch_size must be positive, "
                 f"got {self.window_size} and {self.patch_size}"
             )
-        for name in ("num_heads", "fusion_heads"):
-            value = getattr(self, name)
-            values = value if isinstance(value, tuple) else (value,)
-            if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in values):
-                raise ValueError(f"SwinConfig.{name} must be positive integers, got {value}")
+        check_head_counts(self, "num_heads", "fusion_heads")
         for dim, heads in zip(self.embed_dims, self.num_heads, strict=True):
             if dim % heads:
                 raise ValueError(f"SwinConfig: stage width {dim} is not divisible by {heads} heads")
